@@ -1,0 +1,1 @@
+"""hoi_mllm.eval"""

@@ -1,0 +1,5 @@
+import sys
+
+from hoi_mllm.cli import main
+
+sys.exit(main())
