@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -31,6 +32,8 @@ class HOISample:
             (verb, object) combination is not a class of the vocabulary, e.g. a role-less V-COCO action).
         image_root: folder the file name is relative to, if known.
         image_id: position (or id) of the image in its source file.
+        extra: format-specific facts (e.g. ``coco_image_id`` for V-COCO).
+        image: the decoded PIL RGB image when a dataset loaded it (``HOIDataset``), else ``None``.
     """
 
     file_name: str
@@ -44,6 +47,7 @@ class HOISample:
     image_root: Path | None = None
     image_id: int | None = None
     extra: dict = field(default_factory=dict)
+    image: Any = field(default=None, repr=False, compare=False)
 
     # ---------------------------------------------------------------- derived views
     @property
@@ -105,3 +109,45 @@ class HOISample:
             rgb = im.convert("RGB")
         rgb.filename = str(path)  # keep the name for file-keyed detectors
         return rgb
+
+
+@dataclass
+class SampleCounts:
+    """Counts over a list of samples: what ``hoi-mllm data stats`` and the load/filter reports print.
+
+    Attributes:
+        images: number of samples.
+        images_with_pairs: samples with at least one annotated pair.
+        instances: distinct annotated instances (boxes) over all samples.
+        pairs: annotated human-object pairs (a pair may carry several verbs).
+        triplets: (pair, verb) labels, i.e. the sum of the verbs of every pair.
+        classes: distinct HOI class ids that occur (``-1``, a combination outside the vocabulary, excluded).
+    """
+
+    images: int = 0
+    images_with_pairs: int = 0
+    instances: int = 0
+    pairs: int = 0
+    triplets: int = 0
+    classes: frozenset[int] = frozenset()
+
+    def as_dict(self) -> dict:
+        return {"images": self.images, "images_with_pairs": self.images_with_pairs,
+                "images_without_pairs": self.images - self.images_with_pairs, "instances": self.instances,
+                "pairs": self.pairs, "triplets": self.triplets, "classes_seen": len(self.classes)}
+
+
+def count_samples(samples: Iterable[HOISample]) -> SampleCounts:
+    """Images, images with pairs, instances, pairs, triplets and the set of classes present."""
+    n = with_pairs = instances = pairs = triplets = 0
+    classes: set[int] = set()
+    for s in samples:
+        n += 1
+        with_pairs += s.num_pairs > 0
+        instances += int(s.boxes.shape[0])
+        pairs += s.num_pairs
+        triplets += s.num_triplets
+        for c in s.pair_classes:
+            classes.update(c)
+    classes.discard(-1)
+    return SampleCounts(n, with_pairs, instances, pairs, triplets, frozenset(classes))

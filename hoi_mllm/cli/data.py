@@ -1,0 +1,94 @@
+"""``hoi-mllm data``: inspect HOI annotation files.
+
+``hoi-mllm data stats ANNOTATIONS [--split NAME] [--vocabulary V] [--repair-boxes] [--json]`` prints
+images, images with pairs, pairs, triplets, distinct classes seen, box repairs, and for a zero-shot
+split the same counts after the training filter with seen/unseen classes.
+"""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("data", help="inspect HOI datasets: counts after zero-shot filtering",
+                       description="Inspect HOI annotation files (HICO-DET, V-COCO, synthetic).")
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = actions.add_parser("stats", help="counts of an annotation file, before and after a zero-shot filter",
+                           description="Load an annotation file (format detected from its content) and print "
+                                       "images, images with pairs, pairs, triplets, classes seen and box repairs; "
+                                       "with --split, also the counts after removing that split's unseen "
+                                       "interactions from training.")
+    s.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file (hicodet-upt, hicodet-ppdm, "
+                   "vcoco-upt or vcoco-cdn format)")
+    s.add_argument("--split", default=None, help="zero-shot split of the vocabulary (e.g. rare_first, uc0, unseen_verb)")
+    s.add_argument("--vocabulary", default=None, help="built-in vocabulary (hico-det, vcoco) or a vocabulary.json "
+                   "path (default: vocabulary.json beside the file, else the format's)")
+    s.add_argument("--format", dest="fmt", default=None,
+                   choices=["hicodet-upt", "hicodet-ppdm", "vcoco-upt", "vcoco-cdn"],
+                   help="annotation format (default: detected from the content)")
+    s.add_argument("--image-root", default=None, help="folder the image file names are relative to")
+    s.add_argument("--repair-boxes", action="store_true",
+                   help="clip boxes to the image and swap reversed coordinates instead of failing; repairs are counted")
+    s.add_argument("--json", action="store_true", help="print the counts as JSON")
+    s.set_defaults(func=run)
+
+
+def stats(args) -> dict:
+    """The counts ``data stats`` prints, as a dict."""
+    from hoi_mllm.data import filter_zero_shot, read_annotations, resolve_vocabulary
+
+    samples, report = read_annotations(args.annotations, args.vocabulary, args.image_root,
+                                       repair_boxes=args.repair_boxes, fmt=args.fmt, progress=not args.json)
+    vocab = resolve_vocabulary(args.annotations, report.format, args.vocabulary)
+    out = report.as_dict()
+    out["classes_total"] = vocab.num_classes
+    if args.split:
+        _, freport = filter_zero_shot(samples, vocab, args.split)
+        out["split"] = freport.as_dict()
+    return out
+
+
+def run(args) -> int:
+    out = stats(args)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    rows = [
+        ("file", out["path"]), ("format", out["format"]), ("vocabulary", out["vocabulary"]),
+        ("image root", out["image_root"]), ("images", out["images"]), ("images with pairs", out["images_with_pairs"]),
+        ("instances", out["instances"]), ("pairs", out["pairs"]), ("triplets", out["triplets"]),
+        ("classes seen", f"{out['classes_seen']} of {out['classes_total']}"),
+        ("box repairs", _repairs(out)),
+    ]
+    for key, label in (("duplicate_instances", "merged duplicate boxes"), ("duplicate_triplets", "merged duplicate triplets"),
+                       ("no_class_triplets", "triplets outside the classes"), ("roleless_triplets", "triplets without object")):
+        if out[key]:
+            rows.append((label, out[key]))
+    for reason, n in out["skipped"].items():
+        rows.append((f"skipped rows: {reason}", n))
+    if "split" in out:
+        f = out["split"]
+        rows += [
+            (f"split {f['split']}", f"{f['kind']}: {f['seen_classes']} seen, {f['unseen_classes']} unseen classes"
+                                    + (f", {f['unseen_verbs']} unseen verbs" if f["unseen_verbs"] else "")),
+            ("classes present before", f"{f['seen_present_before']} seen, {f['unseen_present_before']} unseen"),
+            ("unseen classes after filter", f["unseen_present_after"]),
+            ("after filter: images", f["images_after"]),
+            ("after filter: images with pairs", f"{f['images_with_pairs_after']} ({f['images_emptied']} left without pairs, kept)"),
+            ("after filter: pairs", f"{f['pairs_after']} (dropped {f['dropped_pairs']})"),
+            ("after filter: triplets", f"{f['triplets_after']} (dropped {f['dropped_triplets']}, of which "
+                                       f"{f['dropped_seen_triplets']} seen on pairs with an unseen class)"),
+            ("after filter: classes seen", f["classes_seen_after"]),
+        ]
+    rows.append(("load seconds", out["seconds"]))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _repairs(out: dict) -> str:
+    if not out["repairs"]:
+        return "0"
+    kinds = ", ".join(f"{k} {v}" for k, v in out["repair_kinds"].items() if v)
+    return f"{out['repairs']} ({kinds})"
