@@ -60,7 +60,7 @@ def run(args) -> int:
         ("classes seen", f"{out['classes_seen']} of {out['classes_total']}"),
         ("box repairs", _repairs(out)),
     ]
-    for key, label in (("duplicate_instances", "merged duplicate boxes"), ("duplicate_triplets", "merged duplicate triplets"),
+    for key, label in (("duplicate_instances", "repeated boxes merged into one instance"), ("duplicate_triplets", "merged duplicate triplets"),
                        ("no_class_triplets", "triplets outside the classes"), ("roleless_triplets", "triplets without object")):
         if out[key]:
             rows.append((label, out[key]))

@@ -71,7 +71,7 @@ def default_image_root(path: str | Path, samples: list[HOISample]) -> Path:
     ``train``). The first candidate that holds the first image wins; without images on disk, the first
     existing candidate folder, else the file's folder.
     """
-    here = Path(path).resolve().parent
+    here = Path(path).absolute().parent
     folder = _image_folder(Path(path).stem)
     candidates = []
     if folder:
@@ -122,7 +122,7 @@ def read_annotations(path: str | Path, vocabulary=None, image_root: str | Path |
         raise AnnotationError(path, f"does not have the structure of the {fmt} format ({type(exc).__name__}: "
                                     f"{exc}); expected {FORMATS[fmt].description}") from exc
     if image_root is not None:
-        root = Path(image_root)
+        root = Path(image_root).absolute()
         if not root.is_dir():
             raise FileNotFoundError(f"image root folder not found: {root}")
     else:
