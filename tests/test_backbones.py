@@ -70,6 +70,20 @@ def test_shared_prefix_and_packed_equal_unshared(backbones, image, name):
     assert (shifted - reference)[valid].abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("name", ("tiny-qwen2.5-vl", "tiny-llava"))
+@torch.no_grad()
+def test_run_paths_agree_with_eager_attention(image, name):
+    bb = load_backbone(name, attn_implementation="eager")
+    assert bb.text_config._attn_implementation == "eager"
+    enc = bb.encode_prefix(image, "", "question")
+    ids, lengths = suffix_batch(bb)
+    embeds = bb.embed(ids)
+    valid = real(lengths, ids.shape[1])
+    reference = bb.run_unshared(enc, embeds)
+    assert (bb.run_packed(enc, embeds, lengths) - reference)[valid].abs().max() < 1e-4
+    assert (bb.run_suffixes(bb.run_prefix(enc), embeds) - reference)[valid].abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("name", QWEN)
 @torch.no_grad()
 def test_qwen_positions_continue_from_max_plus_one(backbones, image, name):
@@ -170,6 +184,30 @@ def test_grid_shape_and_scale(backbones, image, name, grid_hw):
     start, end = enc.image_span
     tokens = enc.inputs_embeds[start:end][-grid_hw[0] * grid_hw[1]:]
     assert torch.equal(tokens, enc.grid.flatten(1).T)
+
+
+def test_llava_real_processor_settings_resize_without_crop(image):
+    """Real checkpoints ship processors that crop (LLaVA-1.5: shortest edge + centre crop) or tile
+    (OneVision: anyres pinpoints); the adapter still feeds the whole image resized to the square input."""
+    from transformers import CLIPImageProcessor, LlavaOnevisionImageProcessor
+
+    ramp = np.zeros((200, 300, 3), dtype=np.uint8)
+    ramp[..., 0] = np.linspace(0, 255, 300).round().astype(np.uint8)[None, :]  # red grows left to right
+    pil = as_pil(ramp)
+    llava = load_backbone("tiny-llava")
+    square = llava.pixel_values(pil)
+    llava.processor.image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                                                         do_center_crop=True)
+    assert torch.allclose(llava.pixel_values(pil), square)
+    # the whole width is there: after undoing the normalisation, red spans 0..255 across the columns
+    ip = llava.processor.image_processor
+    red = square[0, 0] * ip.image_std[0] + ip.image_mean[0]  # [224, 224] in 0..1
+    assert red[:, 0].mean() < 0.02 and red[:, -1].mean() > 0.98
+    assert torch.allclose(red[:, 112].mean(), torch.tensor(0.5), atol=0.02)
+    one = load_backbone("tiny-llava-onevision")
+    base = one.pixel_values(pil)
+    one.processor.image_processor = LlavaOnevisionImageProcessor(size={"height": 224, "width": 224})  # real pinpoints
+    assert torch.allclose(one.pixel_values(pil), base) and base.shape == (1, 3, 224, 224)
 
 
 def test_qwen_min_max_pixels_bound_the_grid(image):
