@@ -310,6 +310,17 @@ def test_quantized_loading_on_cpu(backbones, image, tmp_path, quantization, laye
     assert torch.nn.functional.cosine_similarity(outs[0].flatten(), outs[1].flatten(), dim=0) > 0.98
 
 
+def test_reload_adds_missing_special_tokens_and_grows_embeddings(backbones, tmp_path):
+    bb = backbones["tiny-llava"]
+    bb.save_pretrained(tmp_path)
+    rows = bb.model.get_input_embeddings().num_embeddings
+    more = load_backbone(tmp_path, num_pair_tokens=rows)  # more pair tokens than the matrix has room for
+    ids = more.pair_token_ids()
+    assert len(set(ids)) == rows and max(ids) >= rows
+    assert more.model.get_input_embeddings().num_embeddings == len(more.tokenizer) > max(ids)
+    assert len(more.tokenize(more.PAIR_TOKEN.format(i=rows - 1))) == 1
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"qwen2-vl.*tiny-llava"):
         load_backbone(tmp_path / "no-such-model")

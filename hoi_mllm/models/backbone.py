@@ -316,7 +316,7 @@ class Backbone(nn.Module):
         valid = torch.arange(L, device=embeds.device)[None, :] < lengths[:, None]  # [P, L]
         T = enc.length
         packed = torch.cat([enc.inputs_embeds, embeds[valid]], dim=0)[None]  # [1, N, D]
-        offsets = torch.cat([torch.arange(int(n), device=embeds.device) for n in lengths.tolist()])
+        offsets = torch.arange(L, device=embeds.device).expand(P, L)[valid]  # [sum(lengths)]
         suffix_pos = (enc.next_position + offsets).view(1, -1).expand(self.position_rank, -1)
         positions = torch.cat([enc.position_ids.to(embeds.device), suffix_pos], dim=1)[:, None]  # [R, 1, N]
         mask = block_mask(T, lengths, embeds.dtype)
