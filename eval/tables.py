@@ -1,0 +1,144 @@
+"""Result tables (plain text or Markdown) and JSON reports; every number in percent, as papers report.
+
+``hicodet_report`` / ``vcoco_report`` build the JSON documents the CLI writes (``None`` where a
+number does not exist, e.g. the AP of a class without ground truth under ``missing_classes="skip"``);
+``hicodet_table`` / ``vcoco_table`` print the same numbers; :func:`render_table` is the one table
+layout every report uses.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # imported for annotations only: the evaluators import this module lazily
+    from hoi_mllm.eval.hicodet import HICODetResult
+    from hoi_mllm.eval.vcoco import VCOCOResult
+
+SETTING_TITLES = {"default": "Default", "known_object": "Known-Object"}
+SUMMARY_TITLES = {"full": "Full", "rare": "Rare", "non_rare": "Non-rare", "unseen": "Unseen", "seen": "Seen"}
+
+
+def percent(x) -> float | None:
+    """A fraction as percent; ``None`` for ``None`` or NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, np.floating) and np.isnan(x)):
+        return None
+    return float(x) * 100.0
+
+
+def percent_list(values: np.ndarray) -> list[float | None]:
+    return [percent(float(v)) for v in np.asarray(values, dtype=np.float64)]
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """Columns aligned (first left, the rest right), or a GitHub Markdown table."""
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+# ----------------------------------------------------------------------------------------- HICO-DET
+HICODET_PROTOCOL = {
+    "reference": "ho-rcnn evaluation/eval_one.m + VOCevaldet_bboxpair.m",
+    "ap": "11-point interpolated, thresholds MATLAB 0:0.1:1",
+    "iou": "min(IoU_human, IoU_object) >= 0.5, +1-pixel box convention",
+    "duplicates": "false positive; no fallback to the second-best ground truth",
+    "ties": "score descending, then ground-truth image order, then position in the image",
+    "known_object": "per class, only images with an annotated pair of the class's object",
+}
+
+
+def hicodet_report(result: "HICODetResult") -> dict:
+    """The JSON document of a HICO-DET evaluation (numbers in percent)."""
+    out: dict = {"dataset": "hico-det", "vocabulary": result.vocabulary.name, "split": result.split,
+                 "units": "percent"}
+    for name, s in result.settings.items():
+        out[name] = {**{k: percent(v) for k, v in s.summary.items()},
+                     "mean_recall": percent(float(np.nanmean(s.recall)) if np.isfinite(s.recall).any() else None),
+                     "ap": percent_list(s.ap), "recall": percent_list(s.recall)}
+    if result.unseen_recall is not None:
+        out.update({f"u_r@{k}": percent(v) for k, v in result.unseen_recall.items()})
+    first = next(iter(result.settings.values()), None)
+    out["num_ground_truth"] = first.npos.tolist() if first is not None else []
+    out["counts"] = dict(result.counts)
+    out["protocol"] = {**HICODET_PROTOCOL, "classes_without_ground_truth": (
+        "AP 0, counted in every mean (official)" if result.config.missing_classes == "zero"
+        else "left out of the means")}
+    return out
+
+
+def hicodet_table(result: "HICODetResult", markdown: bool = False) -> str:
+    """mAP (%) per setting: Full / Rare / Non-rare (+ Unseen / Seen with a split), and U-R@K."""
+    keys = [k for k in SUMMARY_TITLES if any(k in s.summary for s in result.settings.values())]
+    rows = [[SETTING_TITLES.get(name, name)] + [fmt(percent(s.summary.get(k))) for k in keys]
+            for name, s in result.settings.items()]
+    title = f"HICO-DET mAP (%), vocabulary {result.vocabulary.name}" + (f", split {result.split}" if result.split else "")
+    lines = [title, render_table(["setting"] + [SUMMARY_TITLES[k] for k in keys], rows, markdown)]
+    if result.unseen_recall is not None:
+        lines.append("U-R@K (%): " + ", ".join(f"@{k} {fmt(percent(v))}" for k, v in result.unseen_recall.items()))
+    c = result.counts
+    lines.append(f"{c['predicted_images']}/{c['images']} images predicted, {c['triplets']} triplets"
+                 + (f", {c['ignored_not_a_class']} ignored (object, verb not a class)" if c["ignored_not_a_class"] else "")
+                 + (f", {c['unknown_images_ignored']} unknown images ignored" if c["unknown_images_ignored"] else "")
+                 + (f", {c['classes_without_ground_truth']} classes without ground truth"
+                    if c["classes_without_ground_truth"] else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- V-COCO
+VCOCO_PROTOCOL = {
+    "reference": "s-gupta/v-coco vsrl_eval.py _do_role_eval",
+    "ap": "VOC all-point, mean over action-roles with ground truth",
+    "iou": "agent and role box IoU >= 0.5, +1-pixel box convention (as vsrl_eval.get_overlap)",
+    "scenario_1": "ground-truth role absent: the prediction must have no role box (all zeros / NaN)",
+    "scenario_2": "ground-truth role absent: the role box is ignored",
+    "unannotated_persons": "not in the 24-class files: a detection matched to none of the annotated agents "
+                           "is a false positive (vsrl_eval skips detections on unannotated persons)",
+}
+
+
+def _vcoco_note(result: "VCOCOResult") -> str:
+    if result.scenarios_differ:
+        return f"{result.role_less} ground-truth pairs have no role object: Scenario 1 and 2 differ there"
+    return ("the annotation has no role-less pairs (as the 24-class files): Scenario 1 and Scenario 2 "
+            "coincide and the number is the role AP over annotated role objects")
+
+
+def vcoco_report(result: "VCOCOResult") -> dict:
+    """The JSON document of a V-COCO evaluation (numbers in percent)."""
+    out: dict = {"dataset": "vcoco", "vocabulary": result.vocabulary.name, "units": "percent",
+                 "action_roles": list(result.vocabulary.verbs)}
+    for name, s in result.scenarios.items():
+        out[name] = {"role_ap": percent(s.mean), "ap": percent_list(s.ap), "recall": percent_list(s.recall)}
+    first = next(iter(result.scenarios.values()))
+    out["num_ground_truth"] = first.npos.tolist()
+    out["role_less_ground_truth"] = result.role_less
+    out["note"] = _vcoco_note(result)
+    out["counts"] = dict(result.counts)
+    out["protocol"] = dict(VCOCO_PROTOCOL)
+    return out
+
+
+def vcoco_table(result: "VCOCOResult", markdown: bool = False, per_role: bool = True) -> str:
+    """Role AP (%) per action-role and the mean, for Scenario 1 and 2."""
+    s1, s2 = result.scenarios["scenario_1"], result.scenarios["scenario_2"]
+    rows = []
+    if per_role:
+        rows = [[name, str(int(n)), fmt(percent(a1)), fmt(percent(a2))]
+                for name, n, a1, a2 in zip(result.vocabulary.verbs, s1.npos, s1.ap, s2.ap)]
+    rows.append(["mean role AP", str(int(s1.npos.sum())), fmt(percent(s1.mean)), fmt(percent(s2.mean))])
+    lines = ["V-COCO role AP (%)", render_table(["action-role", "#gt", "Scenario 1", "Scenario 2"], rows, markdown),
+             "note: " + _vcoco_note(result)]
+    c = result.counts
+    lines.append(f"{c['predicted_images']}/{c['images']} images predicted, {c['triplets']} triplets"
+                 + (f", {c['unknown_images_ignored']} unknown images ignored" if c["unknown_images_ignored"] else ""))
+    return "\n".join(lines)

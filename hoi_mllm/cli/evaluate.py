@@ -1,0 +1,160 @@
+"""``hoi-mllm evaluate``: HICO-DET mAP and V-COCO role AP of a predictions file.
+
+::
+
+    hoi-mllm evaluate hico-det --annotations instances_test2015.json --predictions preds.jsonl \\
+        [--split rare_first] [--setting default|known-object|both] [--json OUT] [--plot DIR]
+    hoi-mllm evaluate vcoco --annotations instances_vcoco_test.json --predictions preds.jsonl \\
+        [--json OUT] [--plot DIR]
+
+Prints a table in percent and writes the same numbers as JSON (atomically). Reading the
+predictions and evaluating them are timed apart (logged).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from hoi_mllm.cli import CLIError
+
+log = logging.getLogger("hoi_mllm.evaluate")
+
+PROTOCOLS = {
+    "hico-det": "HICO-DET mAP (Full/Rare/Non-rare, Default and Known-Object; Unseen/Seen and U-R@K for a split)",
+    "vcoco": "V-COCO role AP (Scenario 1 and 2)",
+}
+
+
+def _common(p) -> None:
+    p.add_argument("--annotations", required=True, metavar="FILE",
+                   help="ground-truth annotation file (any format `hoi-mllm data` reads)")
+    p.add_argument("--predictions", required=True, metavar="FILE", help="predictions file (.json or .jsonl)")
+    p.add_argument("--vocabulary", default=None, metavar="NAME|PATH",
+                   help="vocabulary of annotations and predictions (default: vocabulary.json beside the "
+                        "annotations, else the dataset's built-in one)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the numbers as JSON (percent)")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write precision-recall curves of the best and worst classes as PNG into DIR")
+    p.add_argument("--plot-classes", type=int, default=5, metavar="N", help="classes per plot (default 5)")
+    p.add_argument("--ignore-unknown-images", action="store_true",
+                   help="skip predicted images that are not in the annotations (default: an error naming them)")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate predictions: HICO-DET mAP, V-COCO role AP",
+                       description="Evaluate a predictions file with the official protocols.")
+    proto = p.add_subparsers(dest="protocol", metavar="PROTOCOL")
+    h = proto.add_parser("hico-det", help=PROTOCOLS["hico-det"], description=PROTOCOLS["hico-det"])
+    _common(h)
+    h.add_argument("--split", default=None, metavar="NAME",
+                   help="zero-shot split (e.g. rare_first, non_rare_first, unseen_object, unseen_verb, uc0)")
+    h.add_argument("--setting", default="both", choices=("default", "known-object", "both"),
+                   help="Default, Known-Object or both (default: both)")
+    h.add_argument("--missing-classes", default="zero", choices=("zero", "skip"),
+                   help="classes without ground truth: AP 0 in every mean as the official code (zero, "
+                        "default) or left out of the means (skip)")
+    v = proto.add_parser("vcoco", help=PROTOCOLS["vcoco"], description=PROTOCOLS["vcoco"])
+    _common(v)
+    p.set_defaults(func=run)
+
+
+def _load(args, dataset: str):
+    from hoi_mllm.data import read_annotations, resolve_vocabulary
+    from hoi_mllm.data.formats import FORMATS
+
+    samples, report = read_annotations(args.annotations, args.vocabulary, progress=not args.no_progress)
+    found = FORMATS[report.format].dataset
+    if found != dataset:
+        other = "vcoco" if found == "vcoco" else "hico-det"
+        raise CLIError(f"{args.annotations} holds {found} annotations ({report.format}); "
+                       f"use `hoi-mllm evaluate {other}`")
+    vocab = resolve_vocabulary(args.annotations, report.format, args.vocabulary)
+    return samples, vocab
+
+
+def read_predictions_or_empty(path: str | Path, vocabulary: str):
+    """Read a predictions file; an empty file (no bytes, or only whitespace) is no predictions at all."""
+    from hoi_mllm.predictions import PredictionsFile, read_predictions
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"predictions file not found: {path}")
+    if path.stat().st_size < 64 and not path.read_text().strip():
+        log.warning("%s is empty: no predictions, every AP is 0", path)
+        return PredictionsFile(vocabulary, [])
+    return read_predictions(path)
+
+
+def run(args) -> int:
+    if not getattr(args, "protocol", None):
+        raise CLIError(f"choose a protocol: {', '.join(PROTOCOLS)} (e.g. `hoi-mllm evaluate hico-det --help`)")
+    if args.plot_classes < 1:
+        raise CLIError(f"--plot-classes must be >= 1, got {args.plot_classes}")
+    from hoi_mllm.io import atomic_write_json
+
+    dataset = "hico-det" if args.protocol == "hico-det" else "vcoco"
+    samples, vocab = _load(args, dataset)
+    start = time.perf_counter()
+    predictions = read_predictions_or_empty(args.predictions, vocab.name)
+    parse_s = time.perf_counter() - start
+    start = time.perf_counter()
+    unknown = "ignore" if args.ignore_unknown_images else "error"
+    if args.protocol == "hico-det":
+        result, table = _hicodet(args, samples, vocab, predictions, unknown)
+    else:
+        result, table = _vcoco(args, samples, vocab, predictions, unknown)
+    eval_s = time.perf_counter() - start
+    n = sum(len(im.scores) for im in predictions.images)
+    log.info("read %d images, %d triplets in %.2f s; evaluated in %.2f s", len(predictions.images), n, parse_s, eval_s)
+    print(table)
+    if args.json:
+        report = result.to_dict()
+        report["files"] = {"annotations": str(args.annotations), "predictions": str(args.predictions)}
+        report["seconds"] = {"read_predictions": round(parse_s, 3), "evaluate": round(eval_s, 3)}
+        atomic_write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _hicodet(args, samples, vocab, predictions, unknown):
+    from hoi_mllm.eval.hicodet import HICODetConfig, HICODetEvaluator
+    from hoi_mllm.eval.tables import hicodet_table
+
+    if args.split:
+        vocab.split(args.split)  # unknown split: an error naming the allowed ones, before any work
+    config = HICODetConfig(split=args.split, settings=args.setting, unknown_images=unknown,
+                           missing_classes=args.missing_classes, keep_curves=bool(args.plot),
+                           progress=not args.no_progress)
+    ev = HICODetEvaluator(samples, vocab, config)
+    ev.update(predictions)
+    result = ev.compute()
+    if args.plot:
+        from hoi_mllm.eval.plots import plot_best_worst
+
+        names = [vocab.class_name(c) for c in range(vocab.num_classes)]
+        for name, s in result.settings.items():
+            for path in plot_best_worst(s.ap, s.curves, names, args.plot, args.plot_classes, prefix=f"{name}_"):
+                print(f"wrote {path}")
+    return result, hicodet_table(result, markdown=args.markdown)
+
+
+def _vcoco(args, samples, vocab, predictions, unknown):
+    from hoi_mllm.eval.tables import vcoco_table
+    from hoi_mllm.eval.vcoco import VCOCOConfig, VCOCOEvaluator
+
+    ev = VCOCOEvaluator(samples, vocab, VCOCOConfig(unknown_images=unknown, keep_curves=bool(args.plot),
+                                                    progress=not args.no_progress))
+    ev.update(predictions)
+    result = ev.compute()
+    if args.plot:
+        from hoi_mllm.eval.plots import plot_best_worst
+
+        names = [v.replace("_", " ") for v in vocab.verbs]
+        scenarios = result.scenarios if result.scenarios_differ else {"scenario_1": result.scenarios["scenario_1"]}
+        for name, s in scenarios.items():
+            for path in plot_best_worst(s.ap, s.curves, names, args.plot, args.plot_classes, prefix=f"{name}_"):
+                print(f"wrote {path}")
+    return result, vcoco_table(result, markdown=args.markdown)

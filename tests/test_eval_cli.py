@@ -1,0 +1,164 @@
+"""``hoi-mllm evaluate hico-det|vcoco`` on small annotation files written here, and on the real test sets."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hoi_mllm.cli import main
+from hoi_mllm.predictions import PredictionsFile, write_predictions
+from hoi_mllm.prompts import load_vocabulary
+from hoi_mllm.records import HOITriplets
+
+HICO = load_vocabulary("hico-det")
+VCOCO = load_vocabulary("vcoco")
+RIDE, BIKE = HICO.verb_index("ride"), HICO.object_index("bicycle")
+HOLD, CUP = HICO.verb_index("hold"), HICO.object_index("cup")
+H, O = [10.0, 10.0, 60.0, 120.0], [5.0, 60.0, 90.0, 130.0]
+
+
+@pytest.fixture
+def hico_files(tmp_path):
+    """A two-image UPT-style HICO-DET annotation file and perfect predictions for it."""
+    rows = [(H, O, BIKE, RIDE), ([100.0, 10.0, 150.0, 120.0], [120.0, 40.0, 140.0, 60.0], CUP, HOLD)]
+    ann = {"annotation": [{"boxes_h": [r[0] for r in rows], "boxes_o": [r[1] for r in rows],
+                           "object": [r[2] for r in rows], "verb": [r[3] for r in rows],
+                           "hoi": [HICO.class_of(r[3], r[2]) for r in rows]},
+                          {"boxes_h": [H], "boxes_o": [O], "object": [BIKE], "verb": [RIDE],
+                           "hoi": [HICO.class_of(RIDE, BIKE)]}],
+           "filenames": ["HICO_test2015_00000001.jpg", "HICO_test2015_00000002.jpg"], "size": [[640, 480]] * 2}
+    annotations = tmp_path / "instances_test2015.json"
+    annotations.write_text(json.dumps(ann))
+    images = [HOITriplets.create([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                 [r[3] for r in rows], [0.9, 0.8], "HICO_test2015_00000001.jpg"),
+              HOITriplets.create([H], [O], [BIKE], [RIDE], [0.7], "HICO_test2015_00000002.jpg")]
+    predictions = write_predictions(tmp_path / "predictions.jsonl", PredictionsFile("hico-det", images))
+    return annotations, predictions
+
+
+def evaluate(*args) -> int:
+    return main(["evaluate", *map(str, args), "--no-progress"])
+
+
+def test_hico_det_table_json_and_plots(hico_files, tmp_path, capsys):
+    annotations, predictions = hico_files
+    out, plots = tmp_path / "out" / "result.json", tmp_path / "plots"
+    rc = evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--split", "rare_first",
+                  "--missing-classes", "skip", "--json", out, "--plot", plots)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Known-Object" in printed and "100.00" in printed and "U-R@K" in printed
+    report = json.loads(out.read_text())
+    assert report["split"] == "rare_first" and report["units"] == "percent"
+    for setting in ("default", "known_object"):
+        assert report[setting]["full"] == pytest.approx(100.0)
+        assert len(report[setting]["ap"]) == HICO.num_classes and len(report[setting]["recall"]) == HICO.num_classes
+        assert {"rare", "non_rare", "unseen", "seen"} <= set(report[setting])
+    assert {"u_r@3", "u_r@5", "u_r@10"} <= set(report)
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "default_pr_best.png", "default_pr_worst.png", "known_object_pr_best.png", "known_object_pr_worst.png"]
+    assert (plots / "default_pr_best.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hico_det_official_default_counts_missing_classes_as_zero(hico_files, tmp_path):
+    annotations, predictions = hico_files
+    out = tmp_path / "r.json"
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--setting", "default",
+                    "--json", out) == 0
+    report = json.loads(out.read_text())
+    assert "known_object" not in report and "u_r@3" not in report
+    assert report["default"]["full"] == pytest.approx(100.0 * 2 / HICO.num_classes)
+    assert report["counts"]["classes_without_ground_truth"] == HICO.num_classes - 2
+
+
+def write_raw(path, header: dict, images: list[dict]):
+    path.write_text("\n".join(json.dumps(x) for x in [header, *images]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("hoi, message", [
+    ({"human_box": [0, 0, "NaN", 1], "object_box": [0, 0, 1, 1], "object": 0, "verb": 0, "score": 0.5}, "non-finite"),
+    ({"human_box": [0, 0, 1, 1], "object_box": [0, 0, 1, 1], "object": 0, "verb": 0, "score": 1.5}, "score 1.5"),
+    ({"human_box": [0, 0, 1, 1], "object_box": [0, 0, 1, 1], "object": 0, "verb": 0, "score": "NaN"}, "score nan"),
+    ({"human_box": [0, 0, 1, 1], "object_box": [0, 0, 1, 1], "object": 0, "verb": 500, "score": 0.5}, "verb 500"),
+])
+def test_bad_predictions_are_one_line_errors_naming_the_entry(hico_files, tmp_path, capsys, hoi, message):
+    annotations, _ = hico_files
+    raw = json.dumps(hoi).replace('"NaN"', "NaN")
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"}) + "\n"
+                    + '{"file_name": "HICO_test2015_00000001.jpg", "hois": [' + raw + "]}\n")
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hoi-mllm evaluate: error:") and "HICO_test2015_00000001.jpg" in err and message in err
+
+
+def test_unknown_images_other_vocabulary_and_unknown_split(hico_files, tmp_path, capsys):
+    annotations, predictions = hico_files
+    header = {"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"}
+    stray = write_raw(tmp_path / "stray.jsonl", header, [{"file_name": "nowhere.jpg", "hois": []}])
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", stray) == 1
+    assert "'nowhere.jpg'" in capsys.readouterr().err
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", stray, "--ignore-unknown-images") == 0
+    other = write_raw(tmp_path / "other.jsonl", {**header, "vocabulary": "vcoco"}, [])
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", other) == 1
+    assert "vocabulary 'vcoco'" in capsys.readouterr().err
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--split", "nope") == 1
+    assert "unknown split 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse names the allowed settings
+        evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--setting", "ko")
+    assert "choose from 'default', 'known-object', 'both'" in capsys.readouterr().err
+    assert evaluate("hico-det", "--annotations", tmp_path / "missing.json", "--predictions", predictions) == 1
+    assert "not found" in capsys.readouterr().err
+    assert evaluate("vcoco", "--annotations", annotations, "--predictions", predictions) == 1
+    assert "use `hoi-mllm evaluate hico-det`" in capsys.readouterr().err
+    assert main(["evaluate"]) == 1
+
+
+@pytest.mark.parametrize("content", ["", "  \n", "HEADER"])
+def test_an_empty_predictions_file_gives_zeros(hico_files, tmp_path, content):
+    annotations, _ = hico_files
+    path = tmp_path / "empty.jsonl"
+    path.write_text(json.dumps({"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"}) + "\n"
+                    if content == "HEADER" else content)
+    out = tmp_path / "r.json"
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path, "--json", out) == 0
+    report = json.loads(out.read_text())
+    assert report["default"]["full"] == 0.0 and report["known_object"]["full"] == 0.0
+
+
+def test_vcoco_with_role_less_ground_truth(tmp_path, capsys):
+    """A CDN-style V-COCO file (roles may be absent) where Scenario 1 and 2 differ."""
+    cdn = ["hold_obj", "stand", "sit_instr", "ride_instr", "walk", "look_obj", "hit_instr", "hit_obj", "eat_obj"]
+    ann = [{"file_name": "COCO_val2014_000000000001.jpg",
+            "annotations": [{"bbox": H, "category_id": 1}, {"bbox": O, "category_id": 53}],  # person, apple
+            "hoi_annotation": [{"subject_id": 0, "object_id": -1, "category_id": cdn.index("eat_obj")},
+                               {"subject_id": 0, "object_id": 1, "category_id": cdn.index("hold_obj")}]}]
+    annotations = tmp_path / "test_vcoco.json"
+    annotations.write_text(json.dumps(ann))
+    eat, hold, apple = VCOCO.verbs.index("eat obj"), VCOCO.verbs.index("hold obj"), VCOCO.object_index("apple")
+    preds = PredictionsFile("vcoco", [HOITriplets.create([H, H], [O, O], [apple, apple], [eat, hold], [0.9, 0.8],
+                                                         "COCO_val2014_000000000001.jpg")])
+    path = write_predictions(tmp_path / "p.json", preds)
+    out = tmp_path / "v.json"
+    assert evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out,
+                    "--plot", tmp_path / "plots") == 0
+    report = json.loads(out.read_text())
+    assert report["role_less_ground_truth"] == 1
+    assert report["scenario_1"]["role_ap"] == pytest.approx(50.0)  # eat: a role box where none is annotated
+    assert report["scenario_2"]["role_ap"] == pytest.approx(100.0)
+    assert "Scenario 1 and 2 differ" in capsys.readouterr().out
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+
+
+def test_real_vcoco_ground_truth_through_the_cli(shared_data, tmp_path):
+    from hoi_mllm.data import load_annotations
+    from hoi_mllm.eval.inputs import ground_truth_predictions
+
+    annotations = shared_data / "vcoco" / "instances_vcoco_test.json"
+    path = write_predictions(tmp_path / "gt.jsonl", ground_truth_predictions(load_annotations(annotations), "vcoco"))
+    out = tmp_path / "v.json"
+    assert evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out) == 0
+    report = json.loads(out.read_text())
+    assert report["scenario_1"]["role_ap"] == pytest.approx(100.0) and report["role_less_ground_truth"] == 0
+    assert "coincide" in report["note"]
