@@ -39,3 +39,17 @@ def _seed():
 
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl():
+    """The ``tiny-qwen2-vl`` backbone, built once per session; tests must not modify it (wrap a fresh one)."""
+    from hoi_mllm.models.loading import load_backbone
+
+    return load_backbone("tiny-qwen2-vl")
+
+
+@pytest.fixture(scope="session")
+def noise_image() -> np.ndarray:
+    """A ``[200, 300, 3]`` uint8 random image (H=200, W=300)."""
+    return np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)

@@ -1,0 +1,318 @@
+"""The interaction recogniser: SAP pair tokens + one-pass deterministic matching over candidate phrases.
+
+For one image and its human-object pairs (:class:`~hoi_mllm.records.Pairs`), the image prefix is
+encoded once; every pair gets a suffix whose ``<|pair_i|>`` placeholders are replaced by the
+pair tokens of :class:`~hoi_mllm.models.sap.SpatialAwarePooling`, and the candidate verb phrases
+of the pair's object class (the vocabulary's prior) are scored in one forward pass, two ways
+(``RecogniserConfig.candidate_placement``):
+
+``suffix`` (DA-HOI)
+    suffix = ``<pair tokens> question cand_1 <match> cand_2 <match> ...``;
+    ``logit_c = scale * cos(h_pair, h_match_c) + bias``, ``h_pair`` the state at the last pair token.
+``prefix``
+    the candidates of every object class in the image go once into the shared prefix, each
+    followed by ``<match>``; suffix = ``<pair tokens> question answer <answer>``;
+    ``logit_c = scale * cos(h_answer, h_match_c) + bias``.
+
+``<match>`` and ``<answer>`` get embeddings owned by the recogniser (not the LM's embedding
+matrix). Scores are multi-label sigmoids; no text is generated. Three run modes give the same
+scores: ``cache`` (prefix key-value cache, suffixes batched and chunked: inference),
+``packed`` (one packed sequence with a block mask: training, gradient checkpointing) and
+``unshared`` (every pair with its own full prompt: the reference).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from hoi_mllm.models.backbone import Backbone, ImageEncoding
+from hoi_mllm.models.matching import (
+    MatchHead,
+    RecognitionOutput,
+    candidate_lists,
+    gather_states,
+    pad_candidates,
+    pad_ids,
+    token_positions,
+)
+from hoi_mllm.models.prompting import PromptIds, load_templates
+from hoi_mllm.models.sap import SAPConfig, SpatialAwarePooling
+from hoi_mllm.prompts.vocabulary import VocabularyError, load_vocabulary
+from hoi_mllm.records import Pairs
+
+PLACEMENTS = ("suffix", "prefix")
+MODES = ("cache", "packed", "unshared")
+
+
+@dataclass(frozen=True)
+class RecogniserConfig:
+    """The recogniser.
+
+    Attributes:
+        sap: spatial-aware pooling (:class:`SAPConfig`).
+        candidate_placement: ``suffix`` (candidates after each pair's tokens, DA-HOI) or ``prefix``
+            (candidates once per object class in the shared prefix, one answer token per pair).
+        template: prompt template, a built-in name (``default``) or a JSON path.
+        max_pairs_per_pass: suffixes per forward in ``cache`` / ``unshared`` mode (more pairs are
+            chunked; on out-of-memory the chunk is halved and retried).
+        shuffle_candidates: in training mode, permute each pair's candidates with a seeded generator.
+        seed: seed of the recogniser's own initial weights and of the shuffle generator.
+        scale_init, scale_min, scale_max: the learnable cosine scale and its clamp.
+        bias_init: initial logit bias.
+    """
+
+    sap: SAPConfig = field(default_factory=SAPConfig, metadata={"help": "spatial-aware pooling"})
+    candidate_placement: str = field(default="suffix", metadata={"help": "suffix | prefix"})
+    template: str = field(default="default", metadata={"help": "prompt template name or path"})
+    max_pairs_per_pass: int = field(default=32, metadata={"help": "suffixes per forward (chunking)"})
+    shuffle_candidates: bool = field(default=False, metadata={"help": "shuffle candidates in training"})
+    seed: int = field(default=0, metadata={"help": "seed of own weights and shuffling"})
+    scale_init: float = field(default=10.0, metadata={"help": "initial cosine scale"})
+    scale_min: float = field(default=1.0, metadata={"help": "lower clamp of the scale"})
+    scale_max: float = field(default=100.0, metadata={"help": "upper clamp of the scale"})
+    bias_init: float = field(default=0.0, metadata={"help": "initial logit bias"})
+
+    def __post_init__(self):
+        if isinstance(self.sap, dict):
+            object.__setattr__(self, "sap", SAPConfig(**self.sap))
+        if self.candidate_placement not in PLACEMENTS:
+            raise ValueError(f"candidate_placement {self.candidate_placement!r} not allowed; "
+                             f"allowed: {', '.join(PLACEMENTS)}")
+        if int(self.max_pairs_per_pass) < 1:
+            raise ValueError(f"max_pairs_per_pass must be >= 1, got {self.max_pairs_per_pass}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RecogniserConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(f"unknown recogniser option(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        return cls(**data)
+
+
+def extend_encoding(backbone: Backbone, enc: ImageEncoding, ids: Tensor, embeds: Tensor) -> ImageEncoding:
+    """Append text (``ids [B]``, ``embeds [B, D]``) to a prefix, with the positions text gets after it.
+
+    Follows the backbone's ``next_position`` rule (text token ``j`` at ``next_position + j`` on
+    every axis). ``extra`` is kept as it was: the run paths read only ids, embeddings and positions.
+    """
+    b = int(ids.shape[0])
+    positions = backbone.text_positions(enc.next_position, b, 1)[:, 0].to(enc.position_ids.device)  # [R, B]
+    return replace(enc, input_ids=torch.cat([enc.input_ids, ids.to(enc.input_ids.device)]),
+                   inputs_embeds=torch.cat([enc.inputs_embeds, embeds.to(enc.inputs_embeds.dtype)]),
+                   position_ids=torch.cat([enc.position_ids, positions], 1), next_position=enc.next_position + b)
+
+
+def run_in_chunks(fn: Callable[[int, int], Tensor], total: int, chunk: int) -> Tensor:
+    """``cat([fn(start, stop) for each chunk of rows 0..total])``; a chunk that runs out of memory is
+    halved and retried (down to one row), so more rows than memory allows never crash."""
+    outs, start = [], 0
+    while start < total:
+        stop = min(total, start + chunk)
+        try:
+            outs.append(fn(start, stop))
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start = stop
+    return torch.cat(outs)
+
+
+def replace_tokens(embeds: Tensor, ids: Tensor, replacements: dict[int, Tensor]) -> Tensor:
+    """``embeds [P, L, D]`` with the rows where ``ids [P, L] == k`` taken from ``replacements[k]``
+    (broadcastable to ``[P, L, D]``, e.g. ``[D]`` or ``[P, 1, D]``); differentiable in both."""
+    for token, value in replacements.items():
+        embeds = torch.where((ids == token)[..., None], value.to(embeds.dtype), embeds)
+    return embeds
+
+
+class HOIRecogniser(nn.Module):
+    """SAP + one-pass deterministic matching on a backbone adapter (see the module docstring).
+
+    Args:
+        backbone: a :class:`~hoi_mllm.models.backbone.Backbone` (its tokenizer holds the special tokens).
+        vocabulary: a vocabulary name, path or object: candidates come from its prior.
+        config: :class:`RecogniserConfig`.
+
+    Attributes:
+        allowed_classes: when set (e.g. the seen classes of a split), candidates are restricted to it
+            unless a call passes its own ``allowed_classes``.
+    """
+
+    def __init__(self, backbone: Backbone, vocabulary, config: RecogniserConfig = RecogniserConfig()):
+        super().__init__()
+        if config.sap.num_pair_tokens > backbone.num_pair_tokens:
+            raise ValueError(f"sap.num_pair_tokens {config.sap.num_pair_tokens} exceeds the "
+                             f"{backbone.num_pair_tokens} pair tokens of the backbone's tokenizer")
+        self.backbone = backbone
+        self.vocabulary = load_vocabulary(vocabulary)
+        self.config = config
+        self.templates = load_templates(config.template)
+        self.prompt_ids = PromptIds(backbone, self.vocabulary, self.templates)
+        self.allowed_classes: frozenset[int] | None = None
+        d = backbone.hidden_size
+        scale = float(backbone.model.get_input_embeddings().weight.detach().float().std())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.sap = SpatialAwarePooling(config.sap, d, embed_scale=scale)
+            self.match_embedding = nn.Parameter(torch.randn(d) * scale)
+            self.answer_embedding = nn.Parameter(torch.randn(d) * scale)
+        self.match_head = MatchHead(config.scale_init, config.scale_min, config.scale_max, config.bias_init)
+        for module in (self.sap, self.match_head):
+            module.to(backbone.device)
+        self.match_embedding.data = self.match_embedding.data.to(backbone.device)
+        self.answer_embedding.data = self.answer_embedding.data.to(backbone.device)
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self.pad_id = int(backbone.tokenizer.pad_token_id if backbone.tokenizer.pad_token_id is not None else 0)
+
+    # ------------------------------------------------------------------ state owned by the recogniser
+    def own_state_dict(self) -> dict[str, Tensor]:
+        """Weights the recogniser adds to the backbone (SAP, special embeddings, scale, bias)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+
+    # ------------------------------------------------------------------ inputs
+    def encode(self, image) -> ImageEncoding:
+        """The image prefix of the matching prompt (chat opening, image, instruction)."""
+        tpl = self.templates.matching
+        return self.backbone.encode_prefix(image, tpl.text_before_image, tpl.instruction)
+
+    def check_objects(self, labels: Tensor) -> list[int]:
+        objects = [int(o) for o in torch.as_tensor(labels).tolist()]
+        bad = [o for o in objects if not 0 <= o < self.vocabulary.num_objects]
+        if bad:
+            raise VocabularyError(f"pair object label(s) {sorted(set(bad))} outside the {self.vocabulary.name} "
+                                  f"vocabulary (0..{self.vocabulary.num_objects - 1}); was the detector built "
+                                  "for another vocabulary?")
+        return objects
+
+    def _embed(self, ids: Tensor, pair_tokens: Tensor) -> Tensor:
+        """``ids [P, L]`` -> ``[P, L, D]`` with pair, match and answer tokens replaced."""
+        ids = ids.to(self.backbone.device)
+        embeds = self.backbone.embed(ids)
+        pair_ids = self.prompt_ids.pair_ids[: self.config.sap.num_pair_tokens]
+        reps = {pid: pair_tokens[:, k, None, :] for k, pid in enumerate(pair_ids)}
+        reps[self.prompt_ids.match_id] = self.match_embedding
+        reps[self.prompt_ids.answer_id] = self.answer_embedding
+        return replace_tokens(embeds, ids, reps)
+
+    def _pair_head(self) -> Tensor:
+        return torch.tensor(self.prompt_ids.pair_ids[: self.config.sap.num_pair_tokens], dtype=torch.long)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, image, pairs: Pairs, mode: str = "cache", allowed_classes=None,
+                generator: torch.Generator | None = None, shuffle: bool | None = None) -> RecognitionOutput:
+        """Score the candidates of every pair of one image.
+
+        Args:
+            image: a PIL image / ``[H, W, 3]`` uint8 array / ``[3, H, W]`` tensor, or an
+                :class:`ImageEncoding` from :meth:`encode`.
+            pairs: ``P`` pairs (boxes xyxy pixels of the original image, object labels of the vocabulary).
+            mode: ``cache`` | ``packed`` | ``unshared`` (see the module docstring); gradients flow in all.
+            allowed_classes: restrict candidates to these class ids (default: ``self.allowed_classes``).
+            generator: generator of the candidate shuffle (default: the recogniser's seeded one).
+            shuffle: shuffle candidates (default: ``config.shuffle_candidates and self.training``).
+        Returns:
+            :class:`RecognitionOutput`: ``candidates [P, Cmax]``, ``verb_logits [P, Cmax]``,
+            ``verb_scores [P, Cmax]`` (sigmoid), ``interactiveness [P]`` logits.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
+        objects = self.check_objects(pairs.object_labels)
+        if not objects:
+            return RecognitionOutput.empty(self.backbone.device)
+        enc = image if isinstance(image, ImageEncoding) else self.encode(image)
+        allowed = self.allowed_classes if allowed_classes is None else frozenset(int(c) for c in allowed_classes)
+        if shuffle is None:
+            shuffle = self.config.shuffle_candidates and self.training
+        gen = (generator or self._generator) if shuffle else None
+        sap = self.sap(enc.grid, torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
+                       enc.image_size, enc.grid_scale)
+        if self.config.candidate_placement == "suffix":
+            candidates, logits = self._suffix_placement(enc, objects, sap.pair_tokens, allowed, gen, mode)
+        else:
+            candidates, logits = self._prefix_placement(enc, objects, sap.pair_tokens, allowed, gen, mode)
+        return RecognitionOutput(candidates.to(logits.device), logits,
+                                 torch.sigmoid(logits) * (candidates >= 0).to(logits.device), sap.interactiveness)
+
+    @torch.no_grad()
+    def recognise(self, image, pairs: Pairs, allowed_classes=None) -> RecognitionOutput:
+        """Inference: no gradients, cached prefix, pairs chunked by ``max_pairs_per_pass``, candidates in order."""
+        return self.forward(image, pairs, mode="cache", allowed_classes=allowed_classes, shuffle=False)
+
+    def _run(self, enc: ImageEncoding, embeds: Tensor, lengths: Tensor, mode: str,
+             prefix_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Suffixes ``[P, L, D]`` after ``enc`` -> (``[P, L, D]`` hidden, ``[T, D]`` prefix hidden or None)."""
+        chunk = self.config.max_pairs_per_pass
+        if mode == "packed":
+            out = self.backbone.run_packed(enc, embeds, lengths, return_prefix=prefix_hidden)
+            return out if prefix_hidden else (out, None)
+        if mode == "cache":
+            state = self.backbone.run_prefix(enc)
+            hidden = run_in_chunks(lambda a, b: self.backbone.run_suffixes(state, embeds[a:b]), len(embeds), chunk)
+            return hidden, state.hidden
+        return run_in_chunks(lambda a, b: self.backbone.run_unshared(enc, embeds[a:b]), len(embeds), chunk), None
+
+    def _suffix_placement(self, enc, objects, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
+        ids_of = self.prompt_ids
+        lists = candidate_lists(self.vocabulary, objects, allowed, gen)
+        candidates = pad_candidates(lists)  # [P, C]
+        match = torch.tensor([ids_of.match_id])
+        head = self._pair_head()
+        rows = [torch.cat([head, ids_of.question(o), *[t for c in cl for t in (ids_of.candidate(c), match)]])
+                for o, cl in zip(objects, lists)]
+        ids, lengths = pad_ids(rows, self.pad_id)  # [P, L], [P]
+        hidden, _ = self._run(enc, self._embed(ids, pair_tokens), lengths, mode)  # [P, L, D]
+        query = hidden[:, head.numel() - 1]  # [P, D] the last pair token
+        keys = gather_states(hidden, token_positions(ids, ids_of.match_id, candidates.shape[1]))  # [P, C, D]
+        return candidates, self.match_head(query, keys, candidates >= 0)
+
+    def _prefix_placement(self, enc, objects, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
+        ids_of = self.prompt_ids
+        present = sorted(set(objects))
+        per_object = dict(zip(present, candidate_lists(self.vocabulary, present, allowed, gen)))
+        match = torch.tensor([ids_of.match_id])
+        block_rows, slot_start, n = [], {}, 0
+        for o in present:
+            slot_start[o] = n
+            n += len(per_object[o])
+            block_rows += [ids_of.candidates_header(o), *[t for c in per_object[o] for t in (ids_of.candidate(c), match)]]
+        block = torch.cat(block_rows) if block_rows else torch.zeros(0, dtype=torch.long)  # [B]
+        lists = [per_object[o] for o in objects]
+        candidates = pad_candidates(lists)  # [P, C]
+        slots = torch.full(candidates.shape, -1, dtype=torch.long)  # [P, C] index among the prefix's match tokens
+        for p, o in enumerate(objects):
+            slots[p, : len(lists[p])] = torch.arange(len(lists[p])) + slot_start[o]
+        block_embeds = self._embed(block[None], pair_tokens[:1])[0]  # [B, D] (no pair tokens in the block)
+        answer = torch.tensor([ids_of.answer_id])
+        rows = [torch.cat([self._pair_head(), ids_of.question(o), ids_of.answer(), answer]) for o in objects]
+        ids, lengths = pad_ids(rows, self.pad_id)
+        embeds = self._embed(ids, pair_tokens)  # [P, L, D]
+        match_in_block = (block == ids_of.match_id).nonzero(as_tuple=True)[0].to(self.backbone.device)  # [M]
+        valid = candidates >= 0
+        if mode == "unshared":  # the reference: every pair with its own copy of the whole prefix
+            full = torch.cat([block_embeds[None].expand(len(objects), -1, -1), embeds], 1)  # [P, B + L, D]
+            hidden = run_in_chunks(lambda a, b: self.backbone.run_unshared(enc, full[a:b]), len(full),
+                                   self.config.max_pairs_per_pass)
+            per_pair = hidden[:, match_in_block]  # [P, M, D]
+            keys = gather_states(per_pair, slots)  # [P, C, D]
+            hidden = hidden[:, block.numel():]
+        else:
+            extended = extend_encoding(self.backbone, enc, block, block_embeds)
+            hidden, prefix = self._run(extended, embeds, lengths, mode, prefix_hidden=True)
+            prefix_matches = prefix[enc.length + match_in_block]  # [M, D]
+            keys = prefix_matches[slots.clamp(min=0).to(prefix.device)] * valid.to(prefix.device)[..., None]
+        query = hidden[torch.arange(len(objects)), (lengths - 1).to(hidden.device)]  # [P, D] the answer token
+        return candidates, self.match_head(query, keys, valid)

@@ -1,0 +1,212 @@
+"""One-pass deterministic matching on tiny presets: shared prefix == unshared == packed, both placements."""
+import numpy as np
+import pytest
+import torch
+
+from hoi_mllm.models.loading import load_backbone
+from hoi_mllm.models.matching import PAD_LOGIT, candidate_lists, pad_candidates, token_positions
+from hoi_mllm.models.prompting import load_templates
+from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
+from hoi_mllm.models.sap import SAPConfig
+from hoi_mllm.prompts import VocabularyError, load_vocabulary
+from hoi_mllm.records import Detections
+from hoi_mllm.pairs import propose_pairs
+
+VOCAB = load_vocabulary("hico-det")
+
+
+def make_pairs(n_extra_objects: int = 0):
+    """Two persons, a bicycle and a cup (+ extra objects): person-object and person-person pairs."""
+    person, bicycle, cup = VOCAB.human_object, VOCAB.object_index("bicycle"), VOCAB.object_index("cup")
+    boxes = [[10, 10, 100, 190], [200, 100, 290, 190], [120, 30, 250, 150], [60, 60, 80, 90]]
+    labels = [person, person, bicycle, cup]
+    rng = np.random.default_rng(1)
+    for _ in range(n_extra_objects):
+        x, y = rng.uniform(0, 250), rng.uniform(0, 150)
+        boxes.append([x, y, x + 40, y + 40])
+        labels.append(int(rng.choice([bicycle, cup])))
+    dets = Detections.create(boxes, np.linspace(0.9, 0.5, len(boxes)), labels, (300, 200))
+    return propose_pairs(dets, person)
+
+
+def recogniser(backbone, placement, k=1, **kw):
+    config = RecogniserConfig(sap=SAPConfig(num_pair_tokens=k, hidden_size=32), candidate_placement=placement, **kw)
+    return HOIRecogniser(backbone, VOCAB, config).eval()
+
+
+@pytest.mark.parametrize("placement,k", [("suffix", 1), ("suffix", 3), ("prefix", 1), ("prefix", 3)])
+@torch.no_grad()
+def test_one_pass_equals_unshared_and_packed(tiny_qwen2_vl, noise_image, placement, k):
+    rec = recogniser(tiny_qwen2_vl, placement, k, max_pairs_per_pass=4)
+    pairs = make_pairs()
+    enc = rec.encode(noise_image)
+    cached = rec(enc, pairs, mode="cache")
+    unshared = rec(enc, pairs, mode="unshared")  # every pair with its own full prompt
+    packed = rec(enc, pairs, mode="packed")
+    valid = cached.valid
+    assert valid.sum() > 0
+    assert torch.equal(cached.candidates, unshared.candidates) and torch.equal(cached.candidates, packed.candidates)
+    assert (cached.verb_logits - unshared.verb_logits)[valid].abs().max() < 1e-4
+    assert (cached.verb_logits - packed.verb_logits)[valid].abs().max() < 1e-4
+    assert (cached.verb_logits[~valid] == PAD_LOGIT).all() and (cached.verb_scores[~valid] == 0).all()
+    assert torch.allclose(cached.interactiveness, unshared.interactiveness)
+    # the scores vary across candidates and pairs (not a constant)
+    assert cached.verb_logits[valid].std() > 1e-4
+    via_image = rec.recognise(noise_image, pairs)
+    assert torch.allclose(via_image.verb_logits, cached.verb_logits, atol=1e-5)
+
+
+def test_placements_score_different_prompts(tiny_qwen2_vl, noise_image):
+    pairs = make_pairs()
+    a = recogniser(tiny_qwen2_vl, "suffix").recognise(noise_image, pairs)
+    b = recogniser(tiny_qwen2_vl, "prefix").recognise(noise_image, pairs)
+    assert torch.equal(a.candidates, b.candidates)
+    assert not torch.allclose(a.verb_logits, b.verb_logits)
+
+
+def test_candidates_follow_the_prior(tiny_qwen2_vl, noise_image):
+    rec = recogniser(tiny_qwen2_vl, "suffix")
+    pairs = make_pairs()
+    out = rec.recognise(noise_image, pairs)
+    for p, obj in enumerate(pairs.object_labels.tolist()):
+        expected = list(VOCAB.classes_for_object(obj))  # ordered by verb id
+        row = out.candidates[p]
+        assert row[: len(expected)].tolist() == expected and (row[len(expected):] == -1).all()
+        verbs = [VOCAB.classes[c][1] for c in expected]
+        assert verbs == sorted(verbs)
+
+
+def test_restricted_candidates(tiny_qwen2_vl, noise_image):
+    rec = recogniser(tiny_qwen2_vl, "prefix")
+    pairs = make_pairs()
+    seen = VOCAB.seen_classes("rare_first") if "rare_first" in VOCAB.splits else frozenset(range(0, VOCAB.num_classes, 2))
+    out = rec.recognise(noise_image, pairs, allowed_classes=seen)
+    got = set(out.candidates[out.valid].tolist())
+    assert got and got <= set(seen)
+    rec.allowed_classes = frozenset(VOCAB.classes_for_object(VOCAB.object_index("cup"))[:2])
+    out = rec.recognise(noise_image, pairs)
+    cup = pairs.object_labels == VOCAB.object_index("cup")
+    assert out.valid[cup].sum(1).tolist() == [2] * int(cup.sum())
+    assert out.valid[~cup].sum() == 0  # no allowed candidate for the other objects: empty rows
+    assert (out.verb_scores[~cup] == 0).all()
+
+
+def test_shuffle_only_in_training_and_seeded(tiny_qwen2_vl, noise_image):
+    rec = recogniser(tiny_qwen2_vl, "suffix", shuffle_candidates=True, seed=3)
+    pairs = make_pairs()[:2]
+    enc = rec.encode(noise_image)
+    ordered = rec.recognise(enc, pairs)
+    rec.train()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        s1 = rec(enc, pairs, mode="packed", generator=g1)
+        s2 = rec(enc, pairs, mode="packed", generator=g2)
+    rec.eval()
+    assert torch.equal(s1.candidates, s2.candidates)
+    assert not torch.equal(s1.candidates, ordered.candidates)
+    for p in range(len(pairs)):  # a permutation of the same candidates
+        assert sorted(s1.candidates[p].tolist()) == sorted(ordered.candidates[p].tolist())
+    assert torch.equal(rec.recognise(enc, pairs).candidates, ordered.candidates)  # inference: in order
+
+
+@pytest.mark.parametrize("placement", ["suffix", "prefix"])
+def test_gradients_through_packed_and_cache(tiny_qwen2_vl, noise_image, placement):
+    rec = recogniser(tiny_qwen2_vl, placement, k=2)
+    pairs = make_pairs()[:3]
+    for mode in ("packed", "cache"):
+        rec.zero_grad()
+        out = rec(noise_image, pairs, mode=mode)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            out.verb_logits[out.valid], torch.ones(int(out.valid.sum()))) + out.interactiveness.sum()
+        loss.backward()
+        for name in ("match_head.scale", "match_head.bias", "sap.to_tokens.weight", "sap.cell_proj.1.weight"):
+            grad = dict(rec.named_parameters())[name].grad
+            assert grad is not None and grad.abs().sum() > 0, (mode, name)
+        special = rec.match_embedding if placement == "suffix" else rec.answer_embedding
+        assert special.grad is not None and special.grad.abs().sum() > 0
+        assert rec.match_embedding.grad.abs().sum() > 0
+    rec.zero_grad()
+
+
+def test_chunking_and_out_of_memory_fallback(tiny_qwen2_vl, noise_image, monkeypatch):
+    pairs = make_pairs(n_extra_objects=4)
+    assert len(pairs) > 8
+    big = recogniser(tiny_qwen2_vl, "suffix", max_pairs_per_pass=64).recognise(noise_image, pairs)
+    rec = recogniser(tiny_qwen2_vl, "suffix", max_pairs_per_pass=3)
+    chunked = rec.recognise(noise_image, pairs)
+    assert (big.verb_logits - chunked.verb_logits)[big.valid].abs().max() < 1e-4
+    run = rec.backbone.run_suffixes
+    calls = []
+
+    def limited(state, embeds, *a, **kw):  # "memory" for at most 2 suffixes at a time
+        calls.append(embeds.shape[0])
+        if embeds.shape[0] > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return run(state, embeds, *a, **kw)
+
+    monkeypatch.setattr(rec.backbone, "run_suffixes", limited)
+    survived = rec.recognise(noise_image, pairs)
+    assert max(calls) == 3 and all(c <= 2 for c in calls[1:])
+    assert (big.verb_logits - survived.verb_logits)[big.valid].abs().max() < 1e-4
+
+
+def test_bad_input(tiny_qwen2_vl, noise_image):
+    rec = recogniser(tiny_qwen2_vl, "suffix")
+    pairs = make_pairs()[:2]
+    pairs.object_labels[1] = VOCAB.num_objects + 5
+    with pytest.raises(VocabularyError, match="outside the hico-det vocabulary"):
+        rec.recognise(noise_image, pairs)
+    empty = rec.recognise(noise_image, make_pairs()[[]])
+    assert empty.candidates.shape[0] == 0 and empty.verb_scores.shape[0] == 0
+    zero = make_pairs()[:2]
+    zero.object_boxes[0] = torch.tensor([50.0, 50.0, 50.0, 50.0])  # a zero-area object box
+    zero.human_boxes[1] = torch.tensor([300.0, 10.0, 300.0, 10.0])  # a point on the border
+    out = rec.recognise(noise_image, zero)
+    assert torch.isfinite(out.verb_logits).all() and torch.isfinite(out.interactiveness).all()
+    with pytest.raises(ValueError, match="mode"):
+        rec(noise_image, zero, mode="fast")
+    with pytest.raises(ValueError, match="candidate_placement"):
+        RecogniserConfig(candidate_placement="middle")
+    with pytest.raises(ValueError, match="pair tokens"):
+        recogniser(tiny_qwen2_vl, "suffix", k=tiny_qwen2_vl.num_pair_tokens + 1)
+
+
+def test_matching_helpers():
+    lists = candidate_lists(VOCAB, [VOCAB.object_index("cup"), VOCAB.human_object])
+    table = pad_candidates(lists)
+    assert table.shape == (2, max(len(c) for c in lists))
+    ids = torch.tensor([[5, 9, 7, 9, 0], [9, 1, 1, 1, 1]])
+    assert token_positions(ids, 9).tolist() == [[1, 3], [0, -1]]
+    with pytest.raises(VocabularyError):
+        candidate_lists(VOCAB, [VOCAB.num_objects])
+
+
+def test_templates_are_data_and_validated(tmp_path):
+    t = load_templates("default")
+    assert "{object}" in t.matching.question
+    bad = t.to_dict()
+    bad["matching"]["question"] = "What about {subject}?"
+    path = tmp_path / "t.json"
+    import json
+
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="placeholders"):
+        load_templates(path)
+    with pytest.raises(FileNotFoundError, match="built-in"):
+        load_templates("nope")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny-qwen2.5-vl", "tiny-llava", "tiny-llava-onevision"])
+@torch.no_grad()
+def test_one_pass_equals_unshared_other_families(preset, noise_image):
+    bb = load_backbone(preset)
+    pairs = make_pairs()
+    for placement in ("suffix", "prefix"):
+        rec = recogniser(bb, placement, k=2, max_pairs_per_pass=4)
+        enc = rec.encode(noise_image)
+        cached, unshared = rec(enc, pairs, mode="cache"), rec(enc, pairs, mode="unshared")
+        packed = rec(enc, pairs, mode="packed")
+        valid = cached.valid
+        assert (cached.verb_logits - unshared.verb_logits)[valid].abs().max() < 1e-4, placement
+        assert (cached.verb_logits - packed.verb_logits)[valid].abs().max() < 1e-4, placement
