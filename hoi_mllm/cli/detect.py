@@ -1,0 +1,132 @@
+"""``hoi-mllm detect``: HOI triplets in images with any detector and a recogniser.
+
+Writes ``OUTPUT/predictions.jsonl`` image by image while running (a rerun skips the images already
+in it), ``OUTPUT/predictions.json`` at the end (atomically; the ``hoi-mllm/predictions`` format
+of :mod:`hoi_mllm.predictions` that the evaluators read: per image the file name and per triplet
+human box, object box, object index, verb index, score) and ``OUTPUT/vis/<name>.jpg`` per image
+with the triplets drawn. An unreadable image, or one the detector rejects, is reported and
+skipped; the others complete. An image where the detector finds no person or nothing to pair
+with gets an empty triplet list.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+MODES = ("matching", "training-free")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect", help="detect HOI triplets in images with a detector and a recogniser",
+        description="Detect human-object interactions: a detector proposes boxes, the recogniser scores the "
+                    "candidate verb phrases of every human-object pair in one pass. Writes OUTPUT/predictions.jsonl "
+                    "(resumable), OUTPUT/predictions.json and OUTPUT/vis/<name>.jpg.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    p.add_argument("--detector", required=True,
+                   help="detector name or spec NAME[:key=value,...]: yolo, hf, hf-open-vocab, grounding-dino, "
+                        "ground-truth, file, jitter")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="detector option (repeatable), e.g. model=yolov8x.pt, score_threshold=0.3, annotations=PATH")
+    p.add_argument("--model", required=True, metavar="PATH_OR_PRESET",
+                   help="a folder saved by HOIPipeline.save_pretrained, a preset (tiny-qwen2-vl, tiny-qwen2.5-vl, "
+                        "tiny-llava, tiny-llava-onevision: an untrained recogniser), a hub id or a local checkpoint")
+    p.add_argument("--vocabulary", default=None,
+                   help="hico-det, vcoco or a vocabulary.json (default: the saved model's, else hico-det)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="matching (a fine-tuned recogniser) or training-free (likelihood of each candidate phrase "
+                        "under a pretrained MLLM); default: the saved model's mode, else matching")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
+                                                                 "the checkpoint's otherwise)")
+    p.add_argument("--top-k", type=int, default=100, help="triplets kept per image (default: 100)")
+    p.add_argument("--max-pairs", type=int, default=None, help="pairs per image, best human x object score first "
+                                                                "(default: the saved model's, else 64)")
+    p.add_argument("--recursive", action="store_true", help="also look for images in sub-folders")
+    p.add_argument("--no-vis", action="store_true", help="do not draw pictures")
+    p.set_defaults(func=run)
+
+
+def _check_args(args) -> None:
+    from hoi_mllm.cli import CLIError
+
+    if args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise CLIError(f"--max-pairs must be >= 1, got {args.max_pairs}")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise CLIError(f"--device {args.device!r} not allowed; allowed: cpu, cuda, cuda:N")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from hoi_mllm.cli import parse_key_values
+    from hoi_mllm.cli.detections import collect_images, detect_images, nothing_processed, vis_names
+    from hoi_mllm.detectors import build_detector
+    from hoi_mllm.io import atomic_path
+    from hoi_mllm.pipeline import HOIPipeline, load_recogniser
+    from hoi_mllm.predictions import PredictionsWriter
+    from hoi_mllm.visualize import draw_triplets
+
+    _check_args(args)
+    files = collect_images(args.inputs, args.recursive)
+    options = parse_key_values(args.detector_option, what="--detector-option")
+    recogniser, saved = load_recogniser(args.model, args.vocabulary, args.mode, args.device, args.dtype)
+    vocabulary = recogniser.vocabulary
+    options.setdefault("device", args.device)
+    detector = build_detector(args.detector, vocabulary=vocabulary, **options)
+    pair_config = saved.pair_config if saved is not None else None
+    post_config = saved.post_config if saved is not None else None
+    pipeline = HOIPipeline(detector, recogniser, pair_config, post_config)
+    pipeline.post_config = replace(pipeline.post_config, top_k=args.top_k)
+    if args.max_pairs is not None:
+        pipeline.pair_config = replace(pipeline.pair_config, max_pairs=args.max_pairs)
+
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode}
+    writer = PredictionsWriter(out_dir / "predictions.jsonl", vocabulary.name, meta=meta)
+    done = writer.done
+    todo = [(p, n) for p, n in files if n not in done]
+    pictures = vis_names([n for _, n in files])
+    skipped: list[dict] = []
+    with writer, tqdm(total=len(files), initial=len(files) - len(todo), desc=f"detect ({detector.name})",
+                      unit="img", file=sys.stderr) as bar:
+        for image, name, dets in detect_images(detector, todo, skipped, bar):
+            t0 = time.perf_counter()
+            try:
+                triplets = pipeline.recognise_detections(image, dets, name)
+            except ValueError as exc:
+                skipped.append({"file_name": name, "error": str(exc)})
+                log.warning("skipped %s: %s", name, exc)
+                continue
+            triplets.extra["recognition_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+            writer.write(triplets)
+            if not args.no_vis:
+                with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
+                    draw_triplets(image, triplets, vocabulary).save(tmp, format="JPEG", quality=90)
+    if skipped:
+        writer.meta["skipped"] = skipped
+    result = writer.finish(out_dir / "predictions.json")
+    if not result.images:
+        raise nothing_processed(skipped)
+    n_triplets = sum(len(im) for im in result.images)
+    print(f"{len(result.images)} images ({len(todo) - len(skipped)} new), {n_triplets} triplets -> "
+          f"{out_dir / 'predictions.json'}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
+    if skipped:
+        print(f"skipped {len(skipped)} image(s): " + ", ".join(s["file_name"] for s in skipped), file=sys.stderr)
+    return 0
+
