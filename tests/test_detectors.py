@@ -391,7 +391,6 @@ def test_detections_file_not_json_or_missing(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- YOLO
-@pytest.mark.slow
 def test_yolo_from_yaml_on_generated_images():
     det = build_detector("yolo", model="yolov8n.yaml", imgsz=64, score_threshold=0.0, batch_size=2)
     images = [scene_image((96, 64), 0), scene_image((50, 70), 1), scene_image((64, 64), 2)]
@@ -440,7 +439,6 @@ def test_hf_thresholds_apply(detr_dir):
     assert all(len(d) == 0 for d in det([scene_image()]))
 
 
-@pytest.mark.slow
 def test_hf_rtdetr(tmp_path):
     det = build_detector("rt-detr", model=str(tiny_rtdetr(tmp_path / "rt", ["person", "cup", "bicycle"])), **NO_FILTER)
     images = [scene_image((96, 64), 0), scene_image((40, 80), 1)]
@@ -554,7 +552,6 @@ def test_cli_detections_end_to_end_skips_unreadable_images(tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_cli_yolo_output_feeds_back_as_a_file_detector(tmp_path):
     folder = tmp_path / "images"
     save_images(folder, {"a.jpg": ((96, 64), 0), "b.jpg": ((64, 80), 1)})
