@@ -295,7 +295,11 @@ class Vocabulary:
         return frozenset(range(self.num_classes)) - self.unseen_classes(split)
 
     def unseen_verbs(self, split: str | None) -> frozenset[int]:
-        """Verbs that appear in no seen class of the split (empty for unseen-combination splits)."""
+        """Verbs that appear in no seen class of the split.
+
+        Non-empty for unseen-verb splits by design, and possibly for unseen-combination splits too
+        where every class of a verb is held out (HICO-DET's uc0..uc4 hold out some verbs entirely).
+        """
         seen = {self.classes[c][1] for c in self.seen_classes(split)}
         return frozenset(v for v in range(self.num_verbs) if v not in seen)
 
