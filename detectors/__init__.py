@@ -29,6 +29,8 @@ from hoi_mllm.detectors.registry import (
     detector_class,
     parse_detector_spec,
     register_detector,
+    resolve_detector,
+    split_detector_specs,
 )
 from hoi_mllm.detectors.yolo import YOLODetector  # noqa: E402  (registers "yolo")
 from hoi_mllm.detectors.hf import HFDetector  # noqa: E402
@@ -48,5 +50,5 @@ __all__ = [
     "FileIndex", "GroundTruthDetector", "GroundingDinoDetector", "HFDetector", "JitterDetector", "OpenVocabDetector",
     "YOLODetector", "available_detectors", "build_detector", "check_images", "class_name_table", "detector_class",
     "filter_detections", "map_labels", "parse_detector_spec", "read_detections_file", "register_detector",
-    "write_detections_file",
+    "resolve_detector", "split_detector_specs", "write_detections_file",
 ]

@@ -71,16 +71,42 @@ def parse_detector_spec(spec: str) -> tuple[str, dict]:
         raise ValueError(f"detector spec {spec!r}: {exc}; expected NAME[:key=value,...]") from exc
 
 
-def build_detector(name: str, vocabulary: str | Vocabulary = "hico-det", **options) -> Detector:
-    """Build a registered detector by name or spec string.
+def split_detector_specs(text: str) -> list[str]:
+    """A list of detector specs on one command-line value -> the specs.
 
-    Args:
-        name: a registered name (``yolo``, ``hf``, ``hf-open-vocab``, ``ground-truth``, ``file``,
-            ``jitter``, ...) or a spec ``"name:key=value,..."``; keyword ``options`` override the spec's.
-        vocabulary: the vocabulary whose object ids the detections' labels are.
-        options: :class:`DetectorOptions` fields and the adapter's own options.
+    ``;`` always separates specs. A comma separates specs only where what follows it is a registered
+    detector name (or alias), alone or followed by ``:``; any other comma belongs to the spec before
+    it (an option ``key=value`` or a value such as ``[1,2]``)::
+
+        "ground-truth,yolo:model=a.pt,score_threshold=0.3;hf:model=facebook/detr-resnet-50"
+        -> ["ground-truth", "yolo:model=a.pt,score_threshold=0.3", "hf:model=facebook/detr-resnet-50"]
+
     Raises:
-        ValueError: unknown name or option (naming the allowed ones), or a bad option value.
+        ValueError: an empty spec (``;;`` or a leading / trailing separator), naming the allowed detectors.
+    """
+    names = set(available_detectors(aliases=True))
+    specs: list[str] = []
+    for part in text.split(";"):
+        pieces: list[str] = []
+        for piece in part.split(","):
+            head = piece.split(":", 1)[0].strip().lower()
+            if pieces and head not in names:
+                pieces[-1] += "," + piece
+            else:
+                pieces.append(piece)
+        specs += [p.strip() for p in pieces]
+    if any(not s for s in specs):
+        raise ValueError(f"empty detector spec in {text!r}; separate specs NAME[:key=value,...] with ';' "
+                         f"(or ',' before a detector name); detectors: {', '.join(available_detectors(aliases=True))}")
+    return specs
+
+
+def resolve_detector(name: str, **options) -> tuple[type[Detector], dict]:
+    """Check a name or spec and its options without building anything: ``(adapter class, merged options)``.
+
+    Keyword ``options`` override the spec's.
+    Raises:
+        ValueError: unknown name or option, naming the allowed ones.
     """
     name, spec_options = parse_detector_spec(name)
     options = {**spec_options, **options}
@@ -92,5 +118,20 @@ def build_detector(name: str, vocabulary: str | Vocabulary = "hico-det", **optio
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for detector {cls.name!r}; "
             f"allowed: {', '.join(own_names + common_names)}"
         )
-    common = {k: options.pop(k) for k in common_names if k in options}
+    return cls, options
+
+
+def build_detector(name: str, vocabulary: str | Vocabulary = "hico-det", **options) -> Detector:
+    """Build a registered detector by name or spec string.
+
+    Args:
+        name: a registered name (``yolo``, ``hf``, ``hf-open-vocab``, ``ground-truth``, ``file``,
+            ``jitter``, ...) or a spec ``"name:key=value,..."``; keyword ``options`` override the spec's.
+        vocabulary: the vocabulary whose object ids the detections' labels are.
+        options: :class:`DetectorOptions` fields and the adapter's own options.
+    Raises:
+        ValueError: unknown name or option (naming the allowed ones), or a bad option value.
+    """
+    cls, options = resolve_detector(name, **options)
+    common = {k: options.pop(k) for k in DetectorOptions.names() if k in options}
     return cls(vocabulary=vocabulary, options=DetectorOptions(**{**cls.default_options, **common}), **options)
