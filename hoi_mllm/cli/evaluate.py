@@ -23,6 +23,7 @@ log = logging.getLogger("hoi_mllm.evaluate")
 PROTOCOLS = {
     "hico-det": "HICO-DET mAP (Full/Rare/Non-rare, Default and Known-Object; Unseen/Seen and U-R@K for a split)",
     "vcoco": "V-COCO role AP (Scenario 1 and 2)",
+    "cross-detector": "one recogniser under several detectors and baselines: one table (see cli/cross_detector.py)",
 }
 
 
@@ -58,6 +59,9 @@ def add_parser(sub) -> None:
                         "default) or left out of the means (skip)")
     v = proto.add_parser("vcoco", help=PROTOCOLS["vcoco"], description=PROTOCOLS["vcoco"])
     _common(v)
+    from hoi_mllm.cli import cross_detector
+
+    cross_detector.add_parser(proto)
     p.set_defaults(func=run)
 
 
@@ -65,12 +69,13 @@ def _load(args, dataset: str):
     from hoi_mllm.data import read_annotations, resolve_vocabulary
     from hoi_mllm.data.formats import FORMATS
 
-    samples, report = read_annotations(args.annotations, args.vocabulary, progress=not args.no_progress)
+    samples, report = read_annotations(args.annotations, args.vocabulary, image_root=getattr(args, "images", None),
+                                       progress=not args.no_progress)
     found = FORMATS[report.format].dataset
     if found != dataset:
         other = "vcoco" if found == "vcoco" else "hico-det"
-        raise CLIError(f"{args.annotations} holds {found} annotations ({report.format}); "
-                       f"use `hoi-mllm evaluate {other}`")
+        use = f"--dataset {other}" if args.protocol == "cross-detector" else f"`hoi-mllm evaluate {other}`"
+        raise CLIError(f"{args.annotations} holds {found} annotations ({report.format}); use {use}")
     vocab = resolve_vocabulary(args.annotations, report.format, args.vocabulary)
     return samples, vocab
 
@@ -91,6 +96,10 @@ def read_predictions_or_empty(path: str | Path, vocabulary: str):
 def run(args) -> int:
     if not getattr(args, "protocol", None):
         raise CLIError(f"choose a protocol: {', '.join(PROTOCOLS)} (e.g. `hoi-mllm evaluate hico-det --help`)")
+    if args.protocol == "cross-detector":
+        from hoi_mllm.cli import cross_detector
+
+        return cross_detector.run(args)
     if args.plot_classes < 1:
         raise CLIError(f"--plot-classes must be >= 1, got {args.plot_classes}")
     from hoi_mllm.io import atomic_write_json

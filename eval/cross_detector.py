@@ -1,0 +1,358 @@
+"""Cross-detector evaluation: one recogniser (and baselines) on the boxes of several detectors, one table.
+
+::
+
+    result = run_cross_detector(recogniser, ["ground-truth", "jitter:box_noise=0.2", "yolo:model=best.pt"],
+                                test_samples, "out/cross", split="uc_a", baselines=("random", "prior"),
+                                train_samples=train_samples)
+    print(result.to_table()); result.rows[0].metrics["unseen"]
+
+For each detector, image by image: detections (computed, or read from the cache), pair proposal,
+then every scorer (the recogniser, and each baseline on the very same detections), post-processing,
+and one predictions file per scorer. Baselines run under every detector (they cost no model call),
+so each detector's row can be read against chance and the prior on its own boxes. Then every
+predictions file is evaluated with the dataset's protocol (:mod:`~hoi_mllm.eval.hicodet`, Default
+setting, or :mod:`~hoi_mllm.eval.vcoco`), and each detector's own box recall is measured.
+
+Output folder::
+
+    cross_detector.md, cross_detector.json     the table (written atomically)
+    <adapter>-<key>/                            one folder per detector key (see eval.detection_cache)
+        detections.jsonl, detections.json       the detections (resumable log; complete file format)
+        predictions_<scorer>.jsonl              predictions per scorer (resumable)
+        evaluation_<scorer>.json                the full evaluation report (per-class AP, counts)
+
+A rerun with the same specs reuses the detections (the detector is not even built when every image
+is cached) and the predictions; an interrupted run continues where it stopped; a changed spec, model
+or image file recomputes what it affects. ``ground-truth`` and ``jitter`` get the annotations being
+evaluated (all of them, before ``limit``) unless their spec names a file.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hoi_mllm.data.sample import HOISample
+from hoi_mllm.detectors.registry import build_detector, resolve_detector, split_detector_specs
+from hoi_mllm.eval.baselines import build_baselines
+from hoi_mllm.eval.cross_detector_result import CrossDetectorResult, CrossDetectorRow, DetectorRun
+from hoi_mllm.eval.detection_cache import (DetectionCache, detector_identity, identity_key, image_fingerprint,
+                                           open_predictions, samples_digest)
+from hoi_mllm.eval.detector_recall import detector_box_recall
+from hoi_mllm.eval.recall import DEFAULT_KS
+from hoi_mllm.eval.tables import percent
+from hoi_mllm.io import atomic_write_json
+from hoi_mllm.pairs import PairProposalConfig
+from hoi_mllm.postprocess import PostprocessConfig
+from hoi_mllm.prompts.vocabulary import Vocabulary, load_vocabulary
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("hico-det", "vcoco")
+RECOGNISER = "recogniser"
+
+
+@dataclass(frozen=True)
+class CrossDetectorConfig:
+    """Options of a cross-detector run.
+
+    Attributes:
+        split: zero-shot split (Unseen / Seen / Full, U-R@K, and the prior's filtering); None: none.
+        protocol: ``hico-det`` or ``vcoco``; None: ``vcoco`` for the vcoco vocabulary, else ``hico-det``.
+        baselines: scorers run beside the recogniser on the same boxes: ``random``, ``prior``.
+        seed: seed of the random baseline.
+        prior_smoothing: additive smoothing of the prior baseline (0: unseen classes score 0).
+        missing_classes: HICO-DET classes without ground truth: ``zero`` (official) or ``skip``
+            (left out of the means; for small or synthetic test sets).
+        recall_ks: the K of U-R@K.
+        iou_threshold: for the evaluation and the detectors' box recall.
+        limit: evaluate the first N images only (None: all).
+        device: the detectors' device when their spec names none (None: the detector's default, auto).
+        progress: show progress bars.
+    """
+
+    split: str | None = field(default=None, metadata={"help": "zero-shot split of the vocabulary"})
+    protocol: str | None = field(default=None, metadata={"help": "hico-det or vcoco (default: from the vocabulary)"})
+    baselines: tuple[str, ...] = field(default=(), metadata={"help": "random, prior"})
+    seed: int = field(default=0, metadata={"help": "seed of the random baseline"})
+    prior_smoothing: float = field(default=0.0, metadata={"help": "additive smoothing of the prior baseline"})
+    missing_classes: str = field(default="zero", metadata={"help": "zero (official) or skip"})
+    recall_ks: tuple[int, ...] = field(default=DEFAULT_KS, metadata={"help": "K values of U-R@K"})
+    iou_threshold: float = field(default=0.5, metadata={"help": "IoU threshold of evaluation and box recall"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate the first N images only"})
+    device: str | None = field(default=None, metadata={"help": "detector device when the spec names none"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self):
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} not allowed; allowed: {', '.join(PROTOCOLS)}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit must be an integer >= 1 or None, got {self.limit!r}")
+
+
+@dataclass
+class DetectorPlan:
+    """A validated detector spec: adapter, options to build it with, cache key and folder."""
+
+    spec: str
+    name: str
+    options: dict
+    key: str
+    folder: Path
+    identity: dict
+
+
+def plan_detectors(specs: str | Sequence[str], vocabulary: Vocabulary, annotations: Sequence[HOISample],
+                   output_dir: Path, device: str | None = None) -> list[DetectorPlan]:
+    """Validate every spec (name and options, nothing built) and give each its cache key and folder.
+
+    Args:
+        specs: a list of specs, or one string of specs separated by ``;`` (see
+            :func:`~hoi_mllm.detectors.registry.split_detector_specs`).
+        annotations: handed to detectors that take ``annotations`` when the spec names none.
+    Raises:
+        ValueError: no spec, an unknown detector or option (naming the allowed ones), or two specs
+        that are the same detector.
+    """
+    specs = split_detector_specs(specs) if isinstance(specs, str) else [str(s).strip() for s in specs]
+    if not specs:
+        raise ValueError("no detector given: pass at least one spec such as ground-truth or yolo:model=PATH")
+    digest = None
+    plans: list[DetectorPlan] = []
+    for spec in specs:
+        cls, options = resolve_detector(spec)
+        annotations_id = None
+        if "annotations" in cls.own_options() and options.get("annotations") is None:
+            digest = digest or samples_digest(annotations)
+            options["annotations"], annotations_id = list(annotations), digest
+        if device is not None:
+            options.setdefault("device", device)
+        identity = detector_identity(cls.name, {k: v for k, v in options.items() if k != "annotations" or annotations_id is None},
+                                     vocabulary, annotations_id)
+        key = identity_key(identity)
+        twin = next((p for p in plans if p.key == key), None)
+        if twin is not None:
+            raise ValueError(f"detector specs {twin.spec!r} and {spec!r} are the same detector; give each once")
+        plans.append(DetectorPlan(spec, cls.name, options, key, output_dir / f"{cls.name}-{key[:10]}", identity))
+    return plans
+
+
+def scorer_identity(scorer, pair_config: PairProposalConfig, post_config: PostprocessConfig) -> dict:
+    """What determines a scorer's predictions: a baseline's parameters, or a digest of the recogniser's
+    own weights and of an unmerged LoRA adapter in its backbone, its configuration and base model; plus
+    the pair and post-processing configs. (Base weights are named, not hashed: a merged adapter shows
+    through the recogniser's own weights, trained with it.)"""
+    import hashlib
+
+    if hasattr(scorer, "identity"):
+        base = scorer.identity()
+    else:
+        h = hashlib.sha256()
+        state = dict(scorer.own_state_dict()) if hasattr(scorer, "own_state_dict") else {}
+        backbone = getattr(scorer, "backbone", None)
+        if backbone is not None:
+            state.update({f"backbone.{n}": p for n, p in backbone.named_parameters() if "lora_" in n})
+        for k in sorted(state):
+            h.update(k.encode() + state[k].detach().float().cpu().numpy().tobytes())
+        config = getattr(scorer, "config", None)
+        config = config.to_dict() if hasattr(config, "to_dict") else asdict(config) if config is not None else None
+        base = {"class": type(scorer).__name__, "backbone": str(getattr(backbone, "name_or_path", "")),
+                "own_state": h.hexdigest()[:16], "config": config, "vocabulary": scorer.vocabulary.name}
+    return {**base, "pair_config": asdict(pair_config), "post_config": asdict(post_config)}
+
+
+def _load_image(sample: HOISample):
+    return sample.image if sample.image is not None else sample.load_image()
+
+
+def _check_images(samples: Sequence[HOISample]) -> None:
+    missing = [s for s in samples if s.image is None and not s.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(samples)} images not found, e.g. {missing[0].path}; "
+                                "pass the image folder (--images DIR / image_root)")
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _detect_and_score(plan: DetectorPlan, samples: Sequence[HOISample], fingerprints: dict[str, str],
+                      pipelines: dict, scorer_keys: dict[str, str], vocabulary: Vocabulary, progress: bool,
+                      skipped: dict[str, str], warm: set[str]) -> tuple[dict, float | None, dict, int]:
+    """One detector over ``samples``: cache detections, run every scorer; returns ``(detections by
+    file name, mean detector ms per image, predictions by scorer, images detected in this run)``."""
+    cache = DetectionCache(plan.folder, plan.key, vocabulary, header={"detector": plan.spec})
+    writers = {name: open_predictions(plan.folder / f"predictions_{name}.jsonl", vocabulary.name,
+                                      {"detector": plan.spec, "detector_key": plan.key, "scorer": name,
+                                       "scorer_key": scorer_keys[name]}, fingerprints) for name in pipelines}
+    done = {name: w.done for name, w in writers.items()}
+    todo = [s for s in samples if s.file_name not in skipped and (
+        cache.get(s.file_name, fingerprints[s.file_name]) is None or any(s.file_name not in d for d in done.values()))]
+    detector, computed = None, 0
+    step = int(plan.options.get("batch_size", 8))
+    try:
+        with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"cross-detector {plan.name}",
+                  unit="img", disable=not progress) as bar:
+            for start in range(0, len(todo), step):
+                chunk = todo[start:start + step]
+                images = {}
+                for s in chunk:
+                    need = (cache.get(s.file_name, fingerprints[s.file_name]) is None
+                            or (RECOGNISER in done and s.file_name not in done[RECOGNISER]))
+                    if need:
+                        try:
+                            images[s.file_name] = _load_image(s)
+                        except OSError as exc:
+                            skipped[s.file_name] = f"unreadable image: {exc}"
+                            log.warning("skipped %s: unreadable image (%s)", s.path, exc)
+                chunk = [s for s in chunk if s.file_name not in skipped]
+                missing = [s for s in chunk if cache.get(s.file_name, fingerprints[s.file_name]) is None]
+                if missing:
+                    if detector is None:
+                        detector = build_detector(plan.spec, vocabulary=vocabulary, **plan.options)
+                        detector([images[missing[0].file_name]], [missing[0].file_name])  # warm-up, untimed
+                    t0 = time.perf_counter()
+                    try:
+                        found = detector([images[s.file_name] for s in missing], [s.file_name for s in missing])
+                    except ValueError as exc:
+                        raise ValueError(f"detector {plan.spec!r}: {exc}") from exc
+                    ms = 1000 * (time.perf_counter() - t0) / len(missing)
+                    for s, d in zip(missing, found):
+                        cache.put(s.file_name, d, fingerprints[s.file_name], ms)
+                    computed += len(missing)
+                for s in chunk:
+                    dets = cache.get(s.file_name, fingerprints[s.file_name])
+                    for name, pipe in pipelines.items():
+                        if s.file_name in done[name]:
+                            continue
+                        if name not in warm:  # the first call pays one-off costs (allocation, kernels): untimed
+                            pipe.recognise_detections(images.get(s.file_name), dets, s.file_name)
+                            warm.add(name)
+                        t0 = time.perf_counter()
+                        triplets = pipe.recognise_detections(images.get(s.file_name), dets, s.file_name)
+                        triplets.extra.update(recognition_ms=round(1000 * (time.perf_counter() - t0), 3),
+                                              image=fingerprints[s.file_name])
+                        writers[name].write(triplets)
+                        done[name].add(s.file_name)
+                bar.update(len(chunk) + sum(s.file_name in skipped for s in todo[start:start + step]))
+    finally:
+        cache.close()
+        for w in writers.values():
+            w.close()
+    cache.finish()
+    names = [s.file_name for s in samples if s.file_name not in skipped]
+    detections = {n: cache.get(n, fingerprints[n]) for n in names}
+    wanted = set(names)
+    predictions = {name: [im for im in w.images if im.file_name in wanted] for name, w in writers.items()}
+    return detections, _mean(cache.detector_ms(n) for n in names), predictions, computed
+
+
+def _evaluate(protocol: str, samples: Sequence[HOISample], vocabulary: Vocabulary, images: list,
+              config: CrossDetectorConfig) -> tuple[dict, dict, dict]:
+    """``(metrics %, U-R@K %, full report)`` of one predictions list."""
+    if protocol == "vcoco":
+        from hoi_mllm.eval.vcoco import VCOCOConfig, evaluate_vcoco
+
+        result = evaluate_vcoco(samples, images, vocabulary, VCOCOConfig(iou_threshold=config.iou_threshold))
+        return {k: percent(s.mean) for k, s in result.scenarios.items()}, {}, result.to_dict()
+    from hoi_mllm.eval.hicodet import HICODetConfig, evaluate_hicodet
+
+    result = evaluate_hicodet(samples, images, vocabulary, HICODetConfig(
+        split=config.split, settings=("default",), iou_threshold=config.iou_threshold,
+        missing_classes=config.missing_classes, recall_ks=tuple(config.recall_ks)))
+    recall = {int(k): percent(v) for k, v in (result.unseen_recall or {}).items()}
+    return {k: percent(v) for k, v in result.settings["default"].summary.items()}, recall, result.to_dict()
+
+
+def run_cross_detector(recogniser, detectors: str | Sequence[str], samples: Sequence[HOISample],
+                       output_dir: str | Path, *, config: CrossDetectorConfig | None = None,
+                       train_samples: Sequence[HOISample] | None = None, vocabulary: str | Vocabulary | None = None,
+                       **options) -> CrossDetectorResult:
+    """Evaluate one recogniser under several detectors (and baselines on the same boxes); write the table.
+
+    Args:
+        recogniser: an :class:`~hoi_mllm.pipeline.HOIPipeline` (its recogniser, pair and
+            post-processing configs are used; its detector is not), a recogniser
+            (``HOIRecogniser`` / ``LikelihoodScorer``: default pair and post-processing configs), or
+            ``None`` to run the baselines only.
+        detectors: detector specs (``NAME[:key=value,...]``), a list or one ``;``-separated string.
+        samples: the test annotations; their images are read from ``sample.path`` (or ``sample.image``).
+        output_dir: where caches, predictions and the table go (created).
+        config: :class:`CrossDetectorConfig`; keyword ``options`` override its fields (``split=``,
+            ``baselines=``, ``limit=``, ...).
+        train_samples: training annotations, needed by the ``prior`` baseline.
+        vocabulary: the vocabulary when ``recogniser`` is None (else the recogniser's; must agree).
+    Returns:
+        :class:`CrossDetectorResult`, also written to ``output_dir/cross_detector.{md,json}``.
+    Raises:
+        ValueError: a bad spec, split, protocol or baseline (naming the allowed values).
+        FileNotFoundError: images that are not there.
+    """
+    from hoi_mllm.pipeline import HOIPipeline
+
+    config = replace(config or CrossDetectorConfig(), **options)
+    pair_config, post_config = PairProposalConfig(), PostprocessConfig()
+    if isinstance(recogniser, HOIPipeline):
+        pair_config, post_config, recogniser = recogniser.pair_config, recogniser.post_config, recogniser.recogniser
+    if recogniser is None and vocabulary is None:
+        raise ValueError("without a recogniser, pass vocabulary=... (the baselines need it)")
+    vocab = recogniser.vocabulary if recogniser is not None else load_vocabulary(vocabulary)
+    if vocabulary is not None and load_vocabulary(vocabulary).to_dict() != vocab.to_dict():
+        raise ValueError(f"vocabulary {load_vocabulary(vocabulary).name!r} differs from the recogniser's {vocab.name!r}")
+    protocol = config.protocol or ("vcoco" if vocab.name == "vcoco" else "hico-det")
+    if config.split:
+        vocab.split(config.split)  # an unknown split fails here, naming the allowed ones
+    all_samples = list(samples)
+    eval_samples = all_samples[: config.limit]
+    if not eval_samples:
+        raise ValueError("no test images to evaluate (the annotations list none)")
+    _check_images(eval_samples)
+    output_dir = Path(output_dir)
+    plans = plan_detectors(detectors, vocab, all_samples, output_dir, config.device)
+    scorers = ({RECOGNISER: recogniser} if recogniser is not None else {})
+    scorers.update(build_baselines(config.baselines, vocab, train_samples, config.split, config.seed,
+                                   config.prior_smoothing))
+    if not scorers:
+        raise ValueError("nothing to evaluate: give a recogniser or at least one baseline (random, prior)")
+    pipelines = {n: HOIPipeline(None, s, pair_config, post_config) for n, s in scorers.items()}
+    identities = {n: scorer_identity(s, pair_config, post_config) for n, s in scorers.items()}
+    scorer_keys = {n: identity_key(i) for n, i in identities.items()}
+    fingerprints = {s.file_name: image_fingerprint(s) for s in eval_samples}
+
+    skipped: dict[str, str] = {}
+    warm: set[str] = set()
+    rows: list[CrossDetectorRow] = []
+    runs: list[DetectorRun] = []
+    for plan in plans:
+        detections, det_ms, predictions, computed = _detect_and_score(
+            plan, eval_samples, fingerprints, pipelines, scorer_keys, vocab, config.progress, skipped, warm)
+        recall = detector_box_recall(eval_samples, detections, vocab.num_objects, vocab.human_object,
+                                     config.iou_threshold)
+        runs.append(DetectorRun(plan.spec, plan.name, plan.key, plan.folder, len(detections),
+                                sum(len(d) for d in detections.values()), computed, len(detections) - computed,
+                                det_ms, recall))
+        for name, images in predictions.items():
+            metrics, unseen_recall, report = _evaluate(protocol, eval_samples, vocab, images, config)
+            report["detector"], report["scorer"] = plan.spec, name
+            evaluation = plan.folder / f"evaluation_{name}.json"
+            atomic_write_json(evaluation, report)
+            rows.append(CrossDetectorRow(
+                detector=plan.spec, scorer=name, metrics=metrics, unseen_recall=unseen_recall, detector_ms=det_ms,
+                scorer_ms=_mean(im.extra.get("recognition_ms") for im in images), box_recall=recall.to_dict(),
+                images=len(images), triplets=sum(len(im) for im in images),
+                predictions=str(plan.folder / f"predictions_{name}.jsonl"), evaluation=str(evaluation)))
+    result = CrossDetectorResult(
+        protocol=protocol, vocabulary=vocab.name, split=config.split, images=len(eval_samples), rows=rows,
+        detectors=runs, scorers=identities, recall_ks=tuple(config.recall_ks),
+        skipped=[{"file_name": n, "error": e} for n, e in skipped.items()],
+        settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()})
+    result.save(output_dir)
+    return result
