@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from hoi_mllm.models.loading import load_backbone
-from hoi_mllm.models.matching import PAD_LOGIT, candidate_lists, pad_candidates, token_positions
+from hoi_mllm.models.matching import (PAD_LOGIT, candidate_lists, length_chunks, pad_candidates, run_chunks,
+                                      token_positions)
 from hoi_mllm.models.prompting import load_templates
 from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
 from hoi_mllm.models.sap import SAPConfig
@@ -146,7 +147,8 @@ def test_chunking_and_out_of_memory_fallback(tiny_qwen2_vl, noise_image, monkeyp
 
     monkeypatch.setattr(rec.backbone, "run_suffixes", limited)
     survived = rec.recognise(noise_image, pairs)
-    assert max(calls) == 3 and all(c <= 2 for c in calls[1:])
+    assert max(calls) == 3  # some chunk was too large and was split
+    assert sum(c for c in calls if c <= 2) == len(pairs)  # every pair ran exactly once
     assert (big.verb_logits - survived.verb_logits)[big.valid].abs().max() < 1e-4
 
 
@@ -179,6 +181,20 @@ def test_matching_helpers():
     assert token_positions(ids, 9).tolist() == [[1, 3], [0, -1]]
     with pytest.raises(VocabularyError):
         candidate_lists(VOCAB, [VOCAB.num_objects])
+    lengths = torch.tensor([10, 40, 11, 12, 41, 10, 39])
+    chunks = length_chunks(lengths, max_rows=2)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(7))
+    assert all(len(c) <= 2 for c in chunks)
+    assert [sorted(c.tolist()) for c in length_chunks(lengths, max_rows=8)] == [[0, 2, 3, 5], [1, 4, 6]]
+    calls = []
+
+    def fn(rows):  # fails on chunks of more than one row, returns row ids times 2
+        calls.append(len(rows))
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return rows.float() * 2
+    assert run_chunks(fn, length_chunks(lengths, max_rows=8)).tolist() == (lengths.new_tensor(range(7)) * 2).tolist()
+    assert calls.count(1) == 7
 
 
 def test_templates_are_data_and_validated(tmp_path):

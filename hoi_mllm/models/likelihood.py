@@ -23,11 +23,12 @@ from hoi_mllm.models.matching import (
     RecognitionOutput,
     candidate_lists,
     gather_states,
+    length_chunks,
     pad_candidates,
     pad_ids,
+    run_chunks,
 )
 from hoi_mllm.models.prompting import PromptIds, load_templates
-from hoi_mllm.models.recogniser import run_in_chunks
 from hoi_mllm.prompts.vocabulary import VocabularyError, load_vocabulary
 from hoi_mllm.records import Pairs
 
@@ -173,16 +174,17 @@ class LikelihoodScorer(nn.Module):
         if ids.shape[0]:
             state = self.backbone.run_prefix(enc) if mode == "cache" else None
 
-            def score(a: int, b: int) -> Tensor:
-                width = int((starts[a:b] + alens[a:b]).max())  # trim the chunk's padding
-                chunk = ids[a:b, :width]
+            def score(rows: Tensor) -> Tensor:
+                width = int((starts[rows] + alens[rows]).max())  # trim the chunk's padding
+                chunk = ids[rows, :width]
                 embeds = self.backbone.embed(chunk)
                 hidden = (self.backbone.run_suffixes(state, embeds) if state is not None
                           else self.backbone.run_unshared(enc, embeds))
-                logp = answer_logprobs(self.backbone, hidden, chunk, starts[a:b], alens[a:b]).sum(1).cpu()
-                return logp / alens[a:b] if self.config.length_normalise else logp
+                logp = answer_logprobs(self.backbone, hidden, chunk, starts[rows], alens[rows]).sum(1).cpu()
+                return logp / alens[rows] if self.config.length_normalise else logp
 
-            per_row = run_in_chunks(score, ids.shape[0], self.config.max_rows_per_pass)  # [N]
+            chunks = length_chunks(starts + alens, self.config.max_rows_per_pass)
+            per_row = run_chunks(score, chunks)  # [N]
             loglik[index[:, 0], index[:, 1]] = per_row
         probs = likelihood_probabilities(loglik, valid, self.config.normalisation, self.config.temperature)
         return RecognitionOutput(candidates, loglik, probs, None)

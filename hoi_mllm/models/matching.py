@@ -8,6 +8,8 @@ Small pure functions the recogniser composes:
 * :func:`pad_ids`: per-row id sequences to a right-padded ``[P, L]`` batch with lengths;
 * :func:`token_positions`: where a special token sits in each row, in order (``-1`` padded);
 * :func:`gather_states`: hidden states at given positions;
+* :func:`length_chunks` / :func:`run_chunks`: rows batched by similar length, run chunk by chunk
+  (a chunk that runs out of memory is split), results back in row order;
 * :class:`MatchHead`: ``logit = scale * cos(query, key) + bias`` with a learned, clamped scale.
 
 A :class:`RecognitionOutput` is what every recogniser (matching or training-free) returns.
@@ -15,7 +17,7 @@ A :class:`RecognitionOutput` is what every recogniser (matching or training-free
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +136,59 @@ def gather_states(hidden: Tensor, index: Tensor) -> Tensor:
     safe = index.clamp(min=0).to(hidden.device)
     out = torch.gather(hidden, 1, safe[..., None].expand(-1, -1, hidden.shape[-1]))
     return out * (index >= 0).to(hidden.device)[..., None].to(hidden.dtype)
+
+
+def length_chunks(lengths: Tensor, max_rows: int, max_padding: float = 0.25) -> list[Tensor]:
+    """Group rows for batched runs: by ascending length, at most ``max_rows`` a chunk, and a chunk
+    closes before padding would exceed ``max_padding`` of its padded tokens.
+
+    Args:
+        lengths: ``[N]`` real lengths of the rows.
+    Returns:
+        int64 index tensors whose concatenation is a permutation of ``0..N-1``.
+    """
+    order = torch.argsort(torch.as_tensor(lengths).cpu(), stable=True).tolist()
+    sizes = torch.as_tensor(lengths).cpu().tolist()
+    chunks, current, total = [], [], 0
+    for i in order:
+        n = sizes[i]
+        padded = (len(current) + 1) * n  # rows are ascending: the new row is the longest
+        if current and (len(current) >= max_rows or padded - (total + n) > max_padding * padded):
+            chunks.append(torch.tensor(current, dtype=torch.long))
+            current, total = [], 0
+        current.append(i)
+        total += n
+    if current:
+        chunks.append(torch.tensor(current, dtype=torch.long))
+    return chunks
+
+
+def run_chunks(fn: Callable[[Tensor], Tensor], chunks: Sequence[Tensor]) -> Tensor:
+    """``fn(rows) -> [n, ...]`` for each chunk of row indices; results returned in row order.
+
+    A chunk that raises ``torch.OutOfMemoryError`` is split in two and retried (down to one row),
+    so more rows than memory allows never crash. ``cat(chunks)`` must be a permutation of ``0..N-1``.
+    """
+    queue = list(chunks)
+    parts, done = [], []
+    while queue:
+        rows = queue.pop(0)
+        try:
+            parts.append(fn(rows))
+        except torch.OutOfMemoryError:
+            if rows.numel() == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = rows.numel() // 2
+            queue[:0] = [rows[:half], rows[half:]]
+            continue
+        done.append(rows)
+    out = torch.cat(parts)
+    order = torch.cat(done)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    return out[inverse.to(out.device)]
 
 
 class MatchHead(nn.Module):

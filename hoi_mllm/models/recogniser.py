@@ -23,8 +23,6 @@ scores: ``cache`` (prefix key-value cache, suffixes batched and chunked: inferen
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -34,8 +32,10 @@ from hoi_mllm.models.matching import (
     RecognitionOutput,
     candidate_lists,
     gather_states,
+    length_chunks,
     pad_candidates,
     pad_ids,
+    run_chunks,
     token_positions,
 )
 from hoi_mllm.models.prompting import PromptIds, load_templates
@@ -107,25 +107,6 @@ def extend_encoding(backbone: Backbone, enc: ImageEncoding, ids: Tensor, embeds:
     return replace(enc, input_ids=torch.cat([enc.input_ids, ids.to(enc.input_ids.device)]),
                    inputs_embeds=torch.cat([enc.inputs_embeds, embeds.to(enc.inputs_embeds.dtype)]),
                    position_ids=torch.cat([enc.position_ids, positions], 1), next_position=enc.next_position + b)
-
-
-def run_in_chunks(fn: Callable[[int, int], Tensor], total: int, chunk: int) -> Tensor:
-    """``cat([fn(start, stop) for each chunk of rows 0..total])``; a chunk that runs out of memory is
-    halved and retried (down to one row), so more rows than memory allows never crash."""
-    outs, start = [], 0
-    while start < total:
-        stop = min(total, start + chunk)
-        try:
-            outs.append(fn(start, stop))
-        except torch.OutOfMemoryError:
-            if chunk == 1:
-                raise
-            chunk = max(1, chunk // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            continue
-        start = stop
-    return torch.cat(outs)
 
 
 def replace_tokens(embeds: Tensor, ids: Tensor, replacements: dict[int, Tensor]) -> Tensor:
@@ -254,16 +235,30 @@ class HOIRecogniser(nn.Module):
 
     def _run(self, enc: ImageEncoding, embeds: Tensor, lengths: Tensor, mode: str,
              prefix_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Suffixes ``[P, L, D]`` after ``enc`` -> (``[P, L, D]`` hidden, ``[T, D]`` prefix hidden or None)."""
-        chunk = self.config.max_pairs_per_pass
+        """Suffixes ``[P, L, D]`` after ``enc`` -> (``[P, L, D]`` hidden, ``[T, D]`` prefix hidden or None).
+
+        ``cache`` and ``unshared`` run rows in chunks of similar length (at most ``max_pairs_per_pass``,
+        each trimmed to its longest row); ``packed`` runs all rows in one sequence.
+        """
         if mode == "packed":
             out = self.backbone.run_packed(enc, embeds, lengths, return_prefix=prefix_hidden)
             return out if prefix_hidden else (out, None)
-        if mode == "cache":
-            state = self.backbone.run_prefix(enc)
-            hidden = run_in_chunks(lambda a, b: self.backbone.run_suffixes(state, embeds[a:b]), len(embeds), chunk)
-            return hidden, state.hidden
-        return run_in_chunks(lambda a, b: self.backbone.run_unshared(enc, embeds[a:b]), len(embeds), chunk), None
+        state = self.backbone.run_prefix(enc) if mode == "cache" else None
+        run = (lambda e: self.backbone.run_suffixes(state, e)) if state is not None else (
+            lambda e: self.backbone.run_unshared(enc, e))
+        hidden = self._run_rows(run, embeds, lengths)
+        return hidden, (state.hidden if state is not None else None)
+
+    def _run_rows(self, run, embeds: Tensor, lengths: Tensor) -> Tensor:
+        """``run`` over length-sorted chunks of ``embeds [P, L, D]`` -> ``[P, L, D]`` (zeros past each chunk's width)."""
+        width = embeds.shape[1]
+
+        def rows(index: Tensor) -> Tensor:
+            w = int(lengths[index].max())
+            out = run(embeds[index.to(embeds.device), :w])  # [n, w, D]
+            return torch.nn.functional.pad(out, (0, 0, 0, width - w))
+
+        return run_chunks(rows, length_chunks(lengths, self.config.max_pairs_per_pass))
 
     def _suffix_placement(self, enc, objects, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
         ids_of = self.prompt_ids
@@ -304,8 +299,7 @@ class HOIRecogniser(nn.Module):
         valid = candidates >= 0
         if mode == "unshared":  # the reference: every pair with its own copy of the whole prefix
             full = torch.cat([block_embeds[None].expand(len(objects), -1, -1), embeds], 1)  # [P, B + L, D]
-            hidden = run_in_chunks(lambda a, b: self.backbone.run_unshared(enc, full[a:b]), len(full),
-                                   self.config.max_pairs_per_pass)
+            hidden = self._run_rows(lambda e: self.backbone.run_unshared(enc, e), full, lengths + block.numel())
             per_pair = hidden[:, match_in_block]  # [P, M, D]
             keys = gather_states(per_pair, slots)  # [P, C, D]
             hidden = hidden[:, block.numel():]
