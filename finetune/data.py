@@ -1,0 +1,205 @@
+"""Training data: annotations after the zero-shot filter, held-out images, and detector-agnostic proposals.
+
+:func:`load_training_data` reads the training annotations, holds out ``data.val_images`` images
+(seeded; kept whole, with every label, for evaluation only), applies the split's zero-shot filter
+to the rest and fails early when no seen pair is left. :func:`training_detections` gives, per
+training image, the boxes pairs are proposed from (``pairs.source``):
+
+``ground-truth``  the annotated instances (score 1);
+``detector``      any detector's boxes, run once per dataset and cached as a ``hoi-mllm/detections``
+                  file (in the run folder or at ``pairs.cache``; ``pairs.recompute`` runs it again);
+``both``          the annotated instances plus the detector's boxes that do not duplicate one
+                  (same label, IoU >= ``pairs.dedupe_iou``): training sees annotated pairs and the
+                  detector's false positives, as inference will.
+
+:class:`BatchStream` orders images as an endless, seeded stream of epochs; a batch is a pure
+function of its global index, so the data position of a checkpoint is one integer.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hoi_mllm.data import FilterReport, HOISample, filter_zero_shot, read_annotations, resolve_vocabulary
+from hoi_mllm.finetune.config import DataConfig, PairsConfig
+from hoi_mllm.records import Detections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and validates on.
+
+    Attributes:
+        vocabulary: the dataset's vocabulary.
+        split: the zero-shot split (``None``: the default setting).
+        train: training samples after the zero-shot filter (held-out images excluded).
+        val: held-out samples with their full annotation (evaluation only, never trained on).
+        report: the zero-shot filter's report (``None`` without a split).
+        source: the training annotation file.
+    """
+
+    vocabulary: object
+    split: str | None
+    train: list[HOISample]
+    val: list[HOISample]
+    report: FilterReport | None
+    source: str
+
+
+def normalise_split(split: str | None) -> str | None:
+    return None if split in (None, "", "default", "none") else split
+
+
+def load_training_data(config: DataConfig) -> TrainingData:
+    """Read, hold out, filter and check the training data of a config (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no annotation file / image folder.
+        ValueError: an unknown split (naming the allowed ones), or no seen pair left after filtering.
+    """
+    path = Path(config.train)
+    if not path.is_file():
+        raise FileNotFoundError(f"training annotation file not found: {path} (config key data.train)")
+    samples, report = read_annotations(path, config.vocabulary, config.image_root, config.repair_boxes)
+    vocab = resolve_vocabulary(path, report.format, config.vocabulary)
+    split = normalise_split(config.split)
+    if split is not None:
+        vocab.split(split)  # an unknown split fails here, naming the allowed ones
+    if config.max_images is not None:
+        samples = samples[: config.max_images]
+    if config.val_annotations:
+        val = read_annotations(config.val_annotations, vocab, None, config.repair_boxes)[0]
+        train = samples
+    else:
+        if config.val_images >= len(samples):
+            raise ValueError(f"data.val_images={config.val_images} leaves no training image out of {len(samples)}")
+        held = set(np.random.default_rng(config.seed).choice(len(samples), config.val_images, replace=False).tolist())
+        val = [s for i, s in enumerate(samples) if i in held]
+        train = [s for i, s in enumerate(samples) if i not in held]
+    freport = None
+    if split is not None:
+        train, freport = filter_zero_shot(train, vocab, split)
+    if not any(s.num_pairs for s in train):
+        what = f"after the {split!r} zero-shot filter" if split else "in it"
+        raise ValueError(f"{path}: no annotated (seen) pair left {what} among {len(train)} training images; "
+                         "nothing to learn from (check data.train, data.split and data.max_images)")
+    return TrainingData(vocab, split, train, val, freport, str(path))
+
+
+# --------------------------------------------------------------------------- proposals
+def annotated_detections(sample: HOISample, image_size, vocabulary_name: str | None = None) -> Detections:
+    """The annotated instances of a sample as detections (score 1)."""
+    return Detections.create(sample.boxes, np.ones(len(sample.labels)), sample.labels, image_size, vocabulary_name)
+
+
+def merge_detections(annotated: Detections, detected: Detections, dedupe_iou: float) -> Detections:
+    """``annotated`` plus the rows of ``detected`` that duplicate no annotated box (same label, IoU >= ``dedupe_iou``)."""
+    from hoi_mllm.boxes import box_iou
+
+    if len(detected) == 0 or len(annotated) == 0:
+        return Detections.cat([annotated, detected])
+    iou = box_iou(torch.as_tensor(detected.boxes).float(), torch.as_tensor(annotated.boxes).float())  # [D, A]
+    same = torch.as_tensor(detected.labels)[:, None] == torch.as_tensor(annotated.labels)[None, :]
+    keep = ~((iou >= dedupe_iou) & same).any(1)
+    return Detections.cat([annotated, detected[keep]])
+
+
+def cache_path(config: PairsConfig, run_dir: Path, data_source: str) -> Path:
+    """Where the detections of a detector over a dataset are cached."""
+    if config.cache:
+        return Path(config.cache)
+    spec = str(config.detector)
+    tag = hashlib.sha256(f"{spec}|{Path(data_source).resolve()}".encode()).hexdigest()[:10]
+    name = spec.split(":", 1)[0].replace("/", "_")
+    return run_dir / "pairs" / f"{name}_{Path(data_source).stem}_{tag}.json"
+
+
+def detector_detections(config: PairsConfig, samples: list[HOISample], vocabulary, cache: Path,
+                        progress: bool = True) -> dict[str, Detections]:
+    """The detector's detections of every sample, from the cache or by running it once (then cached).
+
+    Returns ``file_name -> Detections`` (labels are object ids of ``vocabulary``).
+    """
+    from hoi_mllm.detectors import build_detector, detector_class, parse_detector_spec
+    from hoi_mllm.detectors.file import read_detections_file, write_detections_file
+
+    names = [s.file_name for s in samples]
+    if cache.is_file() and not config.recompute:
+        entries, header = read_detections_file(cache, vocabulary)
+        missing = [n for n in names if n not in entries]
+        if header.get("detector") not in (None, config.detector):
+            log.warning("%s was written by detector %r, the config names %r", cache, header.get("detector"),
+                        config.detector)
+        if not missing:
+            log.info("training detections from the cache %s", cache)
+            return {n: Detections.create(e["boxes"], e["scores"], e["labels"], e["image_size"] or (0, 0),
+                                         vocabulary.name) for n, e in entries.items() if n in set(names)}
+        log.warning("the cache %s lacks %d of the training images (e.g. %s); running the detector again",
+                    cache, len(missing), missing[0])
+    name, options = parse_detector_spec(str(config.detector))
+    if "annotations" in detector_class(name).own_options() and "annotations" not in options:
+        options["annotations"] = samples  # ground-truth-keyed detectors (jitter) read the training samples
+    detector = build_detector(name, vocabulary=vocabulary, **options)
+    out: dict[str, Detections] = {}
+    step = max(1, detector.options.batch_size)
+    for start in tqdm(range(0, len(samples), step), desc=f"detecting ({name})", unit="batch", disable=not progress):
+        batch = samples[start:start + step]
+        images = [s.load_image() for s in batch]
+        for s, d in zip(batch, detector(images, [s.file_name for s in batch])):
+            out[s.file_name] = d
+    write_detections_file(cache, out, vocabulary.name, detector=config.detector)
+    log.info("wrote the training detections of %d images to %s", len(out), cache)
+    return out
+
+
+def training_detections(config: PairsConfig, sample: HOISample, image_size, detected: dict[str, Detections] | None,
+                        vocabulary_name: str | None = None) -> Detections:
+    """The boxes pairs of one training image are proposed from (``pairs.source``)."""
+    annotated = annotated_detections(sample, image_size, vocabulary_name)
+    if config.source == "ground-truth":
+        return annotated
+    found = detected[sample.file_name] if detected is not None else None
+    if found is None:
+        raise ValueError(f"no detections for training image {sample.file_name!r}")
+    found = Detections.create(found.boxes, found.scores, found.labels, image_size, vocabulary_name)
+    return found if config.source == "detector" else merge_detections(annotated, found, config.dedupe_iou)
+
+
+# --------------------------------------------------------------------------- order
+class BatchStream:
+    """Endless seeded order of ``n`` items: epoch ``e`` is ``randperm(n)`` seeded by ``(seed, e)``.
+
+    Global batch ``g`` of a run with ``world`` processes covers stream positions
+    ``[g * B * world, (g + 1) * B * world)``; process ``rank`` takes its ``B`` of them. So a batch
+    depends on ``(seed, g, rank)`` only, and resuming needs ``g`` alone.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n < 1:
+            raise ValueError("BatchStream needs at least one item")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def batch(self, g: int) -> list[int]:
+        """Item indices of global batch ``g`` for this process."""
+        start = (g * self.world + self.rank) * self.batch_size
+        out = []
+        for pos in range(start, start + self.batch_size):
+            out.append(int(self._perm(pos // self.n)[pos % self.n]))
+        return out
+
+    def epoch_of(self, g: int) -> float:
+        return g * self.world * self.batch_size / self.n

@@ -1,0 +1,62 @@
+"""Evaluation during training: the recogniser on held-out images, ground-truth boxes, HICO-DET protocol.
+
+Pairs are proposed from the annotated instances of each held-out image, recognised with the
+inference path (cached prefix) and post-processed into triplets exactly as ``hoi-mllm detect``
+does (:meth:`~hoi_mllm.pipeline.HOIPipeline.recognise_detections`); the triplets are scored with
+the HICO-DET evaluator (:mod:`hoi_mllm.eval`), with Unseen / Seen means for the run's split.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from hoi_mllm.data.sample import HOISample
+from hoi_mllm.finetune.data import annotated_detections
+from hoi_mllm.pairs import PairProposalConfig
+from hoi_mllm.postprocess import PostprocessConfig
+
+
+def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_config: PairProposalConfig,
+                               post_config: PostprocessConfig | None = None, progress: bool = False) -> list:
+    """One :class:`~hoi_mllm.records.HOITriplets` per sample, from its annotated boxes (score 1)."""
+    from hoi_mllm.pipeline import HOIPipeline
+
+    pipe = HOIPipeline(None, recogniser, pair_config, post_config)
+    was_training = recogniser.training
+    recogniser.eval()
+    out = []
+    try:
+        for s in tqdm(samples, desc="evaluating", unit="img", disable=not progress, leave=False):
+            image = s.load_image()
+            dets = annotated_detections(s, image.size, recogniser.vocabulary.name)
+            out.append(pipe.recognise_detections(image, dets, s.file_name))
+    finally:
+        recogniser.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def evaluate_recogniser(recogniser, samples: Sequence[HOISample], split: str | None,
+                        pair_config: PairProposalConfig = PairProposalConfig(max_pairs=None),
+                        post_config: PostprocessConfig | None = None, missing_classes: str = "skip",
+                        progress: bool = False) -> dict:
+    """mAP (in percent) of a recogniser on ``samples`` with ground-truth boxes.
+
+    Returns:
+        ``{"full", "rare", "non_rare", "seen", "unseen" (with a split), "images", "seconds_per_image"}``;
+        a group without any class present in ``samples`` is ``None``.
+    """
+    from hoi_mllm.eval import HICODetConfig, evaluate_hicodet
+
+    start = time.perf_counter()
+    predictions = predict_ground_truth_boxes(recogniser, samples, pair_config, post_config, progress)
+    seconds = time.perf_counter() - start
+    result = evaluate_hicodet(list(samples), predictions, recogniser.vocabulary,
+                              HICODetConfig(split=split, settings=("default",), missing_classes=missing_classes))
+    summary = result.settings["default"].summary
+    out = {k: (None if v is None else 100.0 * v) for k, v in summary.items()}
+    out.update(images=len(samples), seconds_per_image=seconds / max(1, len(samples)))
+    return out

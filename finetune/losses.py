@@ -1,0 +1,157 @@
+"""Losses of the fine-tuning step: verb loss on seen pairs, distillation on potential pairs, interactiveness.
+
+The recogniser scores every candidate phrase of a pair's object, unseen ones included (they are
+text, as at inference). Which candidate slots a loss may touch is decided here, explicitly:
+
+* **verb loss** (focal or BCE, sigmoid per candidate) on pairs matched to an annotated pair, over
+  the *seen* candidate slots only: a candidate whose class is unseen in the zero-shot split is
+  neither a positive (no annotation of it survives the filter) nor a negative (it must not be
+  pushed down because the annotation was removed), so its slot is masked out;
+* **distillation** on potential pairs over *all* candidate slots (the teacher's soft scores
+  carry what is known of unseen classes, from text and pixels, never from unseen labels);
+* **interactiveness** BCE on every proposal: 1 for seen and potential pairs, 0 for "no pair".
+
+Shapes: ``P`` pairs (of a whole batch, concatenated), ``C`` candidate slots (``-1`` padded).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hoi_mllm.finetune.config import LossConfig
+
+
+@dataclass
+class LossTerms:
+    """The loss of a batch and its parts (each already weighted), plus counts for logging."""
+
+    total: Tensor
+    verb: Tensor
+    distill: Tensor
+    interactiveness: Tensor
+    seen_pairs: int = 0
+    potential_pairs: int = 0
+    pairs: int = 0
+
+    def as_floats(self) -> dict[str, float]:
+        return {"loss": float(self.total.detach()), "verb": float(self.verb.detach()),
+                "distill": float(self.distill.detach()), "inter": float(self.interactiveness.detach())}
+
+
+def candidate_mask(candidates: Tensor, classes: Iterable[int] | None) -> Tensor:
+    """``[P, C]`` True at real candidate slots whose class is in ``classes`` (None: every real slot)."""
+    valid = candidates >= 0
+    if classes is None:
+        return valid
+    allowed = torch.zeros(int(candidates.max().clamp(min=0)) + 1, dtype=torch.bool)
+    keep = torch.as_tensor(sorted(c for c in classes if c < allowed.numel()), dtype=torch.long)
+    allowed[keep] = True
+    return valid & allowed[candidates.clamp(min=0).cpu()].to(candidates.device)
+
+
+def candidate_targets(candidates: Tensor, positives: Sequence[Iterable[int]]) -> Tensor:
+    """``[P, C]`` float 1 where the slot's class is among the pair's positive classes.
+
+    Args:
+        candidates: ``[P, C]`` class ids (``-1`` padding).
+        positives: ``P`` collections of class ids (empty for pairs without verb targets).
+    """
+    out = torch.zeros(candidates.shape, dtype=torch.float32)
+    cands = candidates.cpu()
+    for p, cls in enumerate(positives):
+        cls = [c for c in cls if c >= 0]
+        if cls:
+            out[p] = torch.isin(cands[p], torch.as_tensor(cls, dtype=torch.long)).float()
+    return out.to(candidates.device)
+
+
+def align_scores(candidates: Tensor, source_candidates: Tensor, source_scores: Tensor) -> Tensor:
+    """Scores of ``source`` re-ordered onto ``candidates`` by class id: ``[P, C]`` (0 where absent).
+
+    Args:
+        candidates: ``[P, C]`` the student's candidate classes (any order, ``-1`` padded).
+        source_candidates: ``[P, Cs]`` the teacher's candidate classes.
+        source_scores: ``[P, Cs]`` the teacher's scores.
+    """
+    same = (candidates[:, :, None] == source_candidates[:, None, :].to(candidates.device)) & (candidates >= 0)[..., None]
+    return (same.float() * source_scores.to(candidates.device).float()[:, None, :]).sum(-1)  # [P, C]
+
+
+def focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.5, gamma: float = 2.0) -> Tensor:
+    """Sigmoid focal loss (Lin et al. 2017), elementwise: ``[...]`` logits and targets in [0, 1] -> ``[...]``."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    weight = alpha * targets + (1 - alpha) * (1 - targets)
+    return weight * (1 - p_t) ** gamma * ce
+
+
+def verb_loss(logits: Tensor, targets: Tensor, mask: Tensor, config: LossConfig) -> Tensor:
+    """Verb loss over the ``mask [P, C]`` slots (seen candidates of seen pairs).
+
+    Focal: summed and divided by the number of positive slots (at least 1), as DETR-style HOI
+    detectors normalise; BCE: mean over the slots. 0 when no slot is masked in.
+    """
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    x, t = logits.float()[mask], targets.float()[mask]
+    if config.verb == "focal":
+        return focal_loss(x, t, config.focal_alpha, config.focal_gamma).sum() / t.sum().clamp(min=1.0)
+    return F.binary_cross_entropy_with_logits(x, t)
+
+
+def distillation_loss(logits: Tensor, teacher: Tensor, valid: Tensor, config: LossConfig) -> Tensor:
+    """Distillation of ``teacher [P, C]`` probabilities into ``logits [P, C]`` over ``valid`` slots.
+
+    ``kl``: ``KL(teacher || softmax(logits / T))`` over each pair's valid slots (teacher rows
+    renormalised), mean over pairs; ``bce``: BCE of ``sigmoid(logits)`` against the teacher's
+    probabilities, mean over the valid slots. 0 without pairs.
+    """
+    rows = valid.any(1)
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    logits, teacher, valid = logits[rows].float(), teacher[rows].float(), valid[rows]
+    if config.distill == "bce":
+        return F.binary_cross_entropy_with_logits(logits[valid], teacher[valid].clamp(0, 1))
+    t = teacher.clamp(min=0) * valid
+    t = t / t.sum(1, keepdim=True).clamp(min=1e-12)
+    log_s = torch.log_softmax((logits / config.distill_temperature).masked_fill(~valid, float("-inf")), dim=1)
+    kl = torch.where(t > 0, t * (torch.log(t.clamp(min=1e-12)) - log_s), torch.zeros_like(t))
+    return kl.sum(1).mean()
+
+
+def interactiveness_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """BCE with logits, mean over pairs: ``[P]``, ``[P]`` -> scalar (0 without pairs)."""
+    if logits.numel() == 0:
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+
+
+def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_targets: Tensor,
+               seen_slots: Tensor, teacher: Tensor, valid: Tensor, config: LossConfig) -> LossTerms:
+    """All loss terms of a batch.
+
+    Args:
+        verb_logits: ``[P, C]`` recogniser logits.
+        interactiveness: ``[P]`` logits.
+        role: ``[P]`` 0 none, 1 seen, 2 potential (:mod:`hoi_mllm.finetune.matcher`).
+        verb_targets: ``[P, C]`` multi-hot targets of seen pairs (rows of other pairs ignored).
+        seen_slots: ``[P, C]`` True at candidate slots of seen classes.
+        teacher: ``[P, C]`` teacher probabilities of potential pairs (rows of other pairs ignored; a
+            potential pair whose row is all zero, e.g. without a teacher, has no distillation term).
+        valid: ``[P, C]`` True at real candidate slots.
+    """
+    device = verb_logits.device
+    role = role.to(device)
+    seen, potential = role == 1, role == 2
+    v = verb_loss(verb_logits, verb_targets.to(device), seen[:, None] & seen_slots.to(device), config)
+    teacher = teacher.to(device)
+    taught = potential & (teacher.sum(1) > 0)  # [P]
+    d = distillation_loss(verb_logits, teacher, taught[:, None] & valid.to(device), config)
+    i = interactiveness_loss(interactiveness, (role > 0).float())
+    v, d, i = config.verb_weight * v, config.distill_weight * d, config.interactiveness_weight * i
+    return LossTerms(v + d + i, v, d, i, int(seen.sum()), int(potential.sum()), int(role.numel()))

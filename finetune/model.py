@@ -1,0 +1,161 @@
+"""The model a run trains: base MLLM (optionally 4-bit), LoRA / full / frozen language model, recogniser.
+
+:func:`build_student` loads the base through :func:`~hoi_mllm.models.loading.load_backbone`
+(bitsandbytes 4-bit + peft ``prepare_model_for_kbit_training`` for QLoRA), wraps the language
+model in a peft ``PeftModel`` with a ``LoraConfig`` (so ``HOIPipeline.save_pretrained`` writes the
+adapter), sets which base parts train (projector / merger, vision encoder, embeddings), turns on
+gradient checkpointing, and puts an :class:`~hoi_mllm.models.recogniser.HOIRecogniser` on top
+(its SAP, ``<match>`` / ``<answer>`` embeddings, scale and bias always train).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hoi_mllm.finetune.config import AdapterConfig, FinetuneConfig, ModelConfig
+from hoi_mllm.models.backbone import Backbone
+from hoi_mllm.models.presets import PRESETS
+from hoi_mllm.models.recogniser import HOIRecogniser
+
+log = logging.getLogger(__name__)
+
+# parts of ``backbone.model.model`` by role, first match wins (Qwen2-VL / Qwen2.5-VL, LLaVA / OneVision)
+PROJECTOR_MODULES = ("visual.merger", "multi_modal_projector")
+VISION_MODULES = ("visual", "vision_tower")
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def base_loader(config: ModelConfig, vocabulary, device: torch.device | str = "cpu") -> Callable[[str | None], Backbone]:
+    """``load(name=None) -> Backbone``: the configured base model (or another one by name), on ``device``.
+
+    A tiny preset's tokenizer is trained on the built-in vocabularies plus the run's vocabulary,
+    so the run's phrases are whole tokens.
+    """
+    from hoi_mllm.models.loading import load_backbone
+
+    def load(name: str | None = None) -> Backbone:
+        name = name or config.base
+        preset = name in PRESETS
+        kwargs = dict(dtype=_dtype(config.dtype), attn_implementation=config.attn_implementation,
+                      num_pair_tokens=config.num_pair_tokens, min_pixels=config.min_pixels,
+                      max_pixels=config.max_pixels, device_map=str(device))
+        if preset:
+            kwargs.update(overrides=config.preset_overrides or None,
+                          vocabularies=("hico-det", "vcoco", vocabulary))
+        else:
+            kwargs["quantization"] = config.quantization
+        return load_backbone(name, **kwargs)
+
+    return load
+
+
+def submodule(root: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
+    """The first of ``names`` that exists under ``root`` (dotted paths), or None."""
+    for name in names:
+        try:
+            return root.get_submodule(name)
+        except AttributeError:
+            continue
+    return None
+
+
+def lora_config(adapter: AdapterConfig):
+    """The peft ``LoraConfig`` of an adapter section (targets by suffix list, or a regex)."""
+    from peft import LoraConfig
+
+    targets = adapter.target_regex if adapter.target_regex else list(adapter.target_modules)
+    return LoraConfig(r=adapter.rank, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout, bias="none",
+                      target_modules=targets,
+                      modules_to_save=["embed_tokens"] if adapter.train_embeddings else None)
+
+
+def apply_adapter(backbone: Backbone, adapter: AdapterConfig, quantized: bool, checkpointing: bool) -> None:
+    """Freeze the base, then make trainable what ``adapter`` asks for (in place).
+
+    Raises:
+        ValueError: LoRA targets that match no module of the language model.
+    """
+    model = backbone.model
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                        gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for p in model.parameters():
+        p.requires_grad_(False)
+    inner = model.model
+    lm = inner.language_model
+    if adapter.method == "lora":
+        from peft import get_peft_model
+
+        try:
+            wrapped = get_peft_model(lm, lora_config(adapter))
+        except ValueError as exc:
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)})
+            raise ValueError(f"adapter.target_modules / target_regex match no layer of the language model ({exc}); "
+                             f"linear layers there end in: {', '.join(names)}") from exc
+        inner.language_model = wrapped
+    elif adapter.method == "full":
+        for p in lm.parameters():
+            p.requires_grad_(True)
+    if adapter.train_embeddings and adapter.method != "lora":
+        lm.get_input_embeddings().weight.requires_grad_(True)
+    for wanted, names, what in ((adapter.train_vision, VISION_MODULES, "train_vision"),
+                                (adapter.train_projector, PROJECTOR_MODULES, "train_projector")):
+        if not wanted:
+            continue
+        part = submodule(inner, names)
+        if part is None:
+            raise ValueError(f"adapter.{what}: none of {', '.join(names)} in the {backbone.family} model")
+        for p in part.parameters():
+            p.requires_grad_(True)
+
+
+def build_student(config: FinetuneConfig, vocabulary, device: torch.device | str = "cpu") -> HOIRecogniser:
+    """The recogniser to train, on ``device``, with the trainable parameters set (seeded: same config, same weights)."""
+    torch.manual_seed(config.train.seed)
+    backbone = base_loader(config.model, vocabulary, device)()
+    recogniser = HOIRecogniser(backbone, vocabulary, config.model.recogniser)
+    if config.model.pretrain_steps:
+        from hoi_mllm.finetune.language import pretrain_language_model
+
+        losses = pretrain_language_model(recogniser, config.model.pretrain_steps, config.model.pretrain_lr)
+        log.info("language warm-up: prompt loss %.3f -> %.3f in %d steps", losses[0], losses[-1], len(losses))
+    apply_adapter(backbone, config.adapter, config.model.quantization is not None, config.model.gradient_checkpointing)
+    recogniser.train()
+    counts = parameter_counts(recogniser)
+    log.info("trainable parameters: %s of %s (%.2f%%)", f"{counts['trainable']:,}", f"{counts['total']:,}",
+             100 * counts["trainable"] / max(1, counts["total"]))
+    return recogniser
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts (4-bit weights counted as stored elements x 2)."""
+    total = trainable = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return {"total": total, "trainable": trainable}
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable parameter by name (what a checkpoint stores)."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def base_fingerprint(recogniser: HOIRecogniser, config: ModelConfig) -> dict:
+    """What identifies the base model a checkpoint was trained from."""
+    backbone = recogniser.backbone
+    text = backbone.text_config
+    return {"base": config.base, "family": backbone.family, "hidden_size": int(text.hidden_size),
+            "layers": int(text.num_hidden_layers), "vocab_size": int(text.vocab_size),
+            "preset_overrides": dict(config.preset_overrides), "quantization": config.quantization}

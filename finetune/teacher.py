@@ -1,0 +1,244 @@
+"""Teachers: soft scores over *all* candidate phrases of a potential pair (unseen classes included, as text).
+
+EoID distils a vision-language model into the interactions it mines. Here a teacher takes the
+potential pairs of one image (boxes xyxy pixels, object labels) and returns, for each, the
+candidate classes of its object and a probability per candidate. Unseen class *names* enter as
+text; no unseen *label* is ever read: a teacher sees the image, the boxes and the vocabulary only.
+
+``likelihood``
+    the frozen base MLLM in training-free mode (:class:`~hoi_mllm.models.likelihood.LikelihoodScorer`):
+    length-normalised log-likelihood of each phrase as the answer, softmax with a temperature.
+    Deterministic, so scores are cached per (image, pair boxes).
+``clip``
+    a transformers ``CLIPModel``: the pair's union crop against ``clip_prompt`` texts of the
+    candidates, ``softmax(logit_scale * cos / T)`` (EoID's teacher). Cached likewise.
+``ema``
+    the student's own exponential moving average (a mean teacher), run in eval mode over all
+    candidates: for a model without pretraining (the tiny synthetic presets) there is no teacher
+    that knows more than the student; the moving average only smooths the student's own guesses
+    about unseen phrases, which is self-distillation, not knowledge transfer.
+``none``
+    no distillation; potential pairs still count as interactive.
+"""
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from hoi_mllm.finetune.config import TeacherConfig
+from hoi_mllm.models.matching import pad_candidates
+from hoi_mllm.records import Pairs
+
+
+def make_pairs(human_boxes: Tensor, object_boxes: Tensor, object_labels: Tensor, image_size) -> Pairs:
+    """:class:`Pairs` of ``K`` boxes (xyxy pixels) with detector scores 1 (no detection rows)."""
+    k = int(human_boxes.shape[0])
+    idx = torch.arange(k)
+    ones = torch.ones(k)
+    return Pairs(idx, idx.clone(), torch.as_tensor(human_boxes).float(), torch.as_tensor(object_boxes).float(),
+                 ones, ones.clone(), torch.as_tensor(object_labels).long(), tuple(image_size))
+
+
+class Teacher:
+    """Base class: ``teacher(image, pairs, keys) -> (candidates [K, C], probabilities [K, C])``.
+
+    ``keys`` name the pairs for the cache (e.g. ``(file_name, human_row, object_row)``); teachers
+    whose scores never change (``cacheable``) compute each key once per run.
+    """
+
+    cacheable = True
+
+    def __init__(self, vocabulary):
+        self.vocabulary = vocabulary
+        self._cache: dict[Hashable, tuple[list[int], list[float]]] = {}
+
+    def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
+        """``(candidates [K, C] int64, probabilities [K, C])`` of ``K`` pairs of one image."""
+        raise NotImplementedError
+
+    def __call__(self, image, pairs: Pairs, keys: Sequence[Hashable] | None = None) -> tuple[Tensor, Tensor]:
+        if len(pairs) == 0:
+            return torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0)
+        if not self.cacheable or keys is None:
+            return self.score(image, pairs)
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if missing:
+            cands, probs = self.score(image, pairs[torch.as_tensor(missing)])
+            for row, i in enumerate(missing):
+                valid = cands[row] >= 0
+                self._cache[keys[i]] = (cands[row][valid].tolist(), probs[row][valid].tolist())
+        lists = [self._cache[k] for k in keys]
+        cands = pad_candidates([c for c, _ in lists])
+        probs = torch.zeros(cands.shape)
+        for row, (_, p) in enumerate(lists):
+            probs[row, : len(p)] = torch.as_tensor(p)
+        return cands, probs
+
+    def update(self, model: nn.Module) -> None:
+        """Called after every optimiser step with the (unwrapped) student recogniser."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class NoTeacher(Teacher):
+    """No distillation targets (every probability 0, so the distillation loss has no rows)."""
+
+    def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
+        k = len(pairs)
+        return torch.full((k, 0), -1, dtype=torch.long), torch.zeros(k, 0)
+
+
+class LikelihoodTeacher(Teacher):
+    """The frozen base MLLM in training-free mode (softmax over a pair's candidates, temperature ``T``)."""
+
+    def __init__(self, backbone, vocabulary, temperature: float = 1.0, max_rows_per_pass: int = 64):
+        from hoi_mllm.models.likelihood import LikelihoodConfig, LikelihoodScorer
+
+        super().__init__(vocabulary)
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        backbone.eval()
+        self.scorer = LikelihoodScorer(backbone, vocabulary, LikelihoodConfig(
+            normalisation="softmax", temperature=temperature, max_rows_per_pass=max_rows_per_pass))
+        self.everything = frozenset(range(vocabulary.num_classes))
+
+    @torch.no_grad()
+    def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
+        out = self.scorer.recognise(image, pairs, allowed_classes=self.everything)
+        return out.candidates.cpu(), out.verb_scores.float().cpu()
+
+
+class CLIPTeacher(Teacher):
+    """CLIP on the pair's union crop against one text per candidate class (EoID).
+
+    Args:
+        model: a transformers ``CLIPModel``; processor: its ``CLIPProcessor`` (image processor + tokenizer).
+        prompt: text of a candidate, with ``{phrase}``, ``{verb}``, ``{object}``.
+        temperature: the softmax is over ``logit_scale * cos / temperature``.
+    """
+
+    def __init__(self, model, processor, vocabulary, prompt: str = "a photo of a person {phrase}",
+                 temperature: float = 1.0):
+        super().__init__(vocabulary)
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.processor = processor
+        self.temperature = float(temperature)
+        v = vocabulary
+        self.texts = [prompt.format(phrase=v.phrases[c], verb=v.verb_name(v.classes[c][1]),
+                                    object=v.object_name(v.classes[c][0])) for c in range(v.num_classes)]
+        self._text_features: Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def text_features(self) -> Tensor:
+        """``[num_classes, E]`` L2-normalised text embeddings of every class (computed once)."""
+        if self._text_features is None:
+            tok = self.processor.tokenizer(self.texts, padding=True, truncation=True, return_tensors="pt")
+            feats = self.model.get_text_features(**{k: v.to(self.device) for k, v in tok.items()}).pooler_output
+            self._text_features = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return self._text_features
+
+    @torch.no_grad()
+    def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
+        from hoi_mllm.boxes import union_box
+        from hoi_mllm.models.backbone import as_pil
+
+        pil = as_pil(image)
+        w, h = pil.size
+        union = union_box(torch.as_tensor(pairs.human_boxes).float(), torch.as_tensor(pairs.object_boxes).float())
+        crops = []
+        for x1, y1, x2, y2 in union.tolist():
+            x1, y1 = max(0, int(x1)), max(0, int(y1))
+            x2, y2 = min(w, max(x1 + 1, int(round(x2)))), min(h, max(y1 + 1, int(round(y2))))
+            crops.append(pil.crop((x1, y1, x2, y2)))
+        pixels = self.processor.image_processor(images=crops, return_tensors="pt")["pixel_values"].to(self.device)
+        image_feats = torch.nn.functional.normalize(self.model.get_image_features(pixels).pooler_output.float(), dim=-1)
+        logits = self.model.logit_scale.exp().float() * image_feats @ self.text_features().T  # [K, num_classes]
+        cands = pad_candidates([self.vocabulary.classes_for_object(int(o)) for o in torch.as_tensor(pairs.object_labels)])
+        valid = cands >= 0
+        picked = torch.gather(logits.cpu(), 1, cands.clamp(min=0)) / self.temperature  # [K, C]
+        probs = torch.softmax(picked.masked_fill(~valid, float("-inf")), dim=1)
+        return cands, torch.nan_to_num(probs, nan=0.0) * valid
+
+
+class EMATeacher(Teacher):
+    """The exponential moving average of the student's trainable weights, run in eval mode.
+
+    A frozen copy of the student (made when the teacher is built) whose trainable weights follow
+    ``shadow = decay * shadow + (1 - decay) * student`` after every optimiser step; it scores all
+    candidates (sigmoid scores). A copy, not weights swapped into the student, so the student's
+    autograd graph is never touched. Not cached (it changes every step).
+    """
+
+    cacheable = False
+
+    def __init__(self, recogniser: nn.Module, vocabulary, decay: float = 0.99):
+        import copy
+
+        super().__init__(vocabulary)
+        self.decay = float(decay)
+        self.everything = frozenset(range(vocabulary.num_classes))
+        self.names = [n for n, p in recogniser.named_parameters() if p.requires_grad]
+        self.model = copy.deepcopy(recogniser).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        params = dict(self.model.named_parameters())
+        self.shadow = {n: params[n] for n in self.names}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for n in self.names:
+            self.shadow[n].lerp_(params[n].detach().to(self.shadow[n].dtype), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
+        out = self.model(image, pairs, mode="cache", allowed_classes=self.everything, shuffle=False)
+        return out.candidates.cpu(), out.verb_scores.float().cpu()
+
+    def state_dict(self) -> dict:
+        return {"shadow": {n: t.detach().cpu().clone() for n, t in self.shadow.items()}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        unknown = sorted(set(state["shadow"]) - set(self.shadow))
+        if unknown:
+            raise ValueError(f"EMA teacher state has weights the student does not train: {unknown[:3]}")
+        for n, t in state["shadow"].items():
+            self.shadow[n].copy_(t)
+
+
+def build_teacher(config: TeacherConfig, vocabulary, recogniser: nn.Module, load_base=None) -> Teacher:
+    """The teacher a config asks for.
+
+    Args:
+        config: :class:`~hoi_mllm.finetune.config.TeacherConfig`.
+        recogniser: the student (for ``ema``).
+        load_base: ``load_base(name_or_None) -> Backbone``: loads the teacher MLLM (``likelihood``);
+            ``None`` means the student's base model, as configured.
+    """
+    if config.kind == "none":
+        return NoTeacher(vocabulary)
+    if config.kind == "ema":
+        return EMATeacher(recogniser, vocabulary, config.ema_decay)
+    if config.kind == "likelihood":
+        if load_base is None:
+            raise ValueError("the likelihood teacher needs a loader of its base model")
+        return LikelihoodTeacher(load_base(config.model), vocabulary, config.temperature, config.max_rows_per_pass)
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(config.model)
+    processor = CLIPProcessor.from_pretrained(config.model)
+    device = next(recogniser.parameters()).device
+    return CLIPTeacher(model.to(device), processor, vocabulary, config.clip_prompt, config.temperature)
