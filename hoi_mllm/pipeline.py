@@ -132,8 +132,13 @@ class HOIPipeline:
         return [self.recognise_detections(im, d, n) for im, d, n in zip(images, detections, names)]
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the folder described in the module docstring (``config.json`` last)."""
+    def save_pretrained(self, path: str | Path, save_base: bool | None = None) -> Path:
+        """Write the folder described in the module docstring (``config.json`` last).
+
+        Args:
+            save_base: write the whole base backbone under ``base/`` (``None``: only for tiny presets
+                and backbones without a name; pass True after training a real model's weights fully).
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -144,7 +149,7 @@ class HOIPipeline:
         base_name = str(getattr(backbone, "name_or_path", "") or "")
         from hoi_mllm.models.presets import PRESETS
 
-        saved_base = base_name in PRESETS or not base_name
+        saved_base = (base_name in PRESETS or not base_name) if save_base is None else bool(save_base)
         if saved_base:
             self._save_base(path / "base", peft)
         adapter = None
@@ -157,7 +162,7 @@ class HOIPipeline:
                 save_file(state, str(tmp), metadata={"format": FORMAT})
         config = {
             "format": FORMAT, "version": 1, "mode": self.mode,
-            "base_model": {"name_or_path": "base" if saved_base else base_name, "preset": base_name if saved_base else None,
+            "base_model": {"name_or_path": "base" if saved_base else base_name, "origin": base_name,
                            "family": getattr(backbone, "family", ""), "num_pair_tokens": backbone.num_pair_tokens},
             "adapter": adapter,
             "vocabulary": _vocabulary_entry(self.vocabulary),

@@ -121,6 +121,12 @@ def test_save_load_round_trip(recogniser, tmp_path):
     after = loaded([image], ["a.jpg"])[0]
     assert np.array_equal(before.scores, after.scores) and np.array_equal(before.verbs, after.verbs)
     assert np.array_equal(before.human_boxes, after.human_boxes)
+    # an untrained preset base can be named instead of saved: the seeded preset rebuilds the same weights
+    named = pipe.save_pretrained(tmp_path / "named", save_base=False)
+    assert not (named / "base").exists()
+    assert json.loads((named / "config.json").read_text())["base_model"]["name_or_path"] == "tiny-qwen2-vl"
+    again = HOIPipeline.from_pretrained(named, detector=FixedDetector(dets))([image], ["a.jpg"])[0]
+    assert np.array_equal(before.scores, again.scores)
 
 
 def test_save_load_with_lora_adapter(tmp_path):
