@@ -96,14 +96,16 @@ def test_interrupted_stage_resumes_with_its_partial_work(tmp_path):
     resumed = StageBook(tmp_path).run("s", {"x": 1}, lambda r: (seen.append((tmp_path / "work" / "partial.txt").exists())
                                                                or work(r)), folders=("work",))
     assert resumed.resumed and seen == [True] and work.calls[-1] is True
+    assert json.loads((tmp_path / "stage_s.json").read_text())["resumed"] is True
     # an interruption, then a run with other parameters: the partial work is thrown away
-    work.fail = True
+    other = Work(tmp_path, "other")
+    other.fail = True
     with pytest.raises(KeyboardInterrupt):
-        StageBook(tmp_path).run("t", {"x": 1}, work, folders=("work",))
-    work.fail = False
+        StageBook(tmp_path).run("t", {"x": 1}, other, folders=("other",))
+    other.fail = False
     seen.clear()
-    fresh = StageBook(tmp_path).run("t", {"x": 3}, lambda r: (seen.append((tmp_path / "work" / "partial.txt").exists())
-                                                             or work(r)), folders=("work",))
+    fresh = StageBook(tmp_path).run("t", {"x": 3}, lambda r: (seen.append((tmp_path / "other" / "partial.txt").exists())
+                                                             or other(r)), folders=("other",))
     assert not fresh.resumed and seen == [False]
 
 
@@ -113,12 +115,15 @@ def test_stage_that_does_not_write_its_outputs_is_not_recorded(tmp_path):
     assert not (tmp_path / "stage_s.json").exists()
 
 
-def test_stage_refuses_to_remove_folders_outside_the_output(tmp_path):
-    (tmp_path / "out").mkdir()
+def test_stage_never_removes_folders_it_did_not_write(tmp_path):
+    (tmp_path / "out" / "work").mkdir(parents=True)
+    (tmp_path / "out" / "work" / "mine.txt").write_text("the user's")
     (tmp_path / "keep").mkdir()
     with pytest.raises(ValueError, match="outside"):
-        StageBook(tmp_path / "out").run("s", {}, Work(tmp_path / "out"), folders=("../keep",))
-    assert (tmp_path / "keep").is_dir()
+        StageBook(tmp_path / "out", force=True).run("s", {}, Work(tmp_path / "out"), folders=("../keep",))
+    with pytest.raises(ValueError, match="not written by this stage"):  # a folder of that name, no record
+        StageBook(tmp_path / "out", force=True).run("s", {}, Work(tmp_path / "out"), folders=("work",))
+    assert (tmp_path / "keep").is_dir() and (tmp_path / "out" / "work" / "mine.txt").exists()
 
 
 def test_corrupt_record_is_ignored(tmp_path):
@@ -283,6 +288,8 @@ def test_aims_compare_measurements_with_the_issue():
     assert list(aims.values()) == [False, True, True, True, False]  # 200 s > 180; 45 >= 43.4; 45 >= 40; gap 16 > 15
     missing = evaluate_aims({"rows": []}, 10.0, 180.0, "quick")
     assert [a["reached"] for a in missing] == [True, None, None, None, None]
+    resumed = evaluate_aims({"rows": []}, 10.0, 180.0, "quick", resumed=True)[0]
+    assert resumed["reached"] is None and "--force" in resumed["measured"]
 
 
 def test_check_fails_on_missing_files_non_finite_numbers_and_chance(tmp_path, capsys):

@@ -108,10 +108,13 @@ def build_blocks(summary: dict) -> list[Block]:
         blocks.append(Block("image", caption, path=g["path"]))
     blocks += [
         Block("heading", "Run times"),
-        Block("table", header=["stage", "seconds", "load average before"],
-              items=[[s["name"], fmt(s["seconds"], 1), ", ".join(str(x) for x in s["load_average_before"])
-                      if s.get("load_average_before") else "-"] for s in summary["stages"]]
+        Block("table", header=["stage", "seconds", "load average before (1, 5, 15 min)"],
+              items=[[s["name"] + (" (resumed: its last part)" if s.get("resumed") else ""), fmt(s["seconds"], 1),
+                      ", ".join(str(x) for x in s["load_average_before"]) if s.get("load_average_before") else "-"]
+                     for s in summary["stages"]]
               + [["total", fmt(summary["total_seconds"], 1), ""]]),
+        Block("text", "The load average counts every process on the machine: above the number of CPUs, other work "
+                      "was competing with the demo for them."),
         Block("heading", "Machine"),
         Block("text", _machine_text(m)),
     ]

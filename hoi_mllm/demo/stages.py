@@ -49,7 +49,8 @@ class StageRecord:
         params: everything that determines the outputs (JSON values).
         outputs: name -> path relative to the output folder of each file or folder it wrote.
         info: numbers worth reporting (counts, metrics); not compared.
-        seconds: wall time of the run that produced it; finished: ISO time it finished.
+        seconds: wall time of the run that produced it (of its last part, when it was resumed);
+            finished: ISO time it finished; resumed: it continued an interrupted run's work.
     """
 
     stage: str
@@ -58,6 +59,7 @@ class StageRecord:
     info: dict = field(default_factory=dict)
     seconds: float = 0.0
     finished: str = ""
+    resumed: bool = False
     version: int = RECORD_VERSION
 
     def digest(self) -> str:
@@ -71,7 +73,8 @@ class StageRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StageRecord":
-        return cls(**{k: data[k] for k in ("stage", "params", "outputs", "info", "seconds", "finished", "version")
+        return cls(**{k: data[k] for k in ("stage", "params", "outputs", "info", "seconds", "finished", "resumed",
+                                                    "version")
                       if k in data})
 
 
@@ -163,29 +166,42 @@ class StageBook:
             if record is not None:
                 log.info("stage %s: done before with the same parameters, reused (%.1f s then)", name, record.seconds)
                 return StageRun(record, skipped=True, resumed=False, seconds_now=0.0)
-        resume = not self.force and self._started_with(name) == params
-        self.record_path(name).unlink(missing_ok=True)  # from here on the old record is not valid
+        started = self._started_with(name)
+        resume = not self.force and started == params
         if not resume:
-            for rel in folders:
-                target = (self.root / rel).resolve()
-                if self.root.resolve() not in target.parents:
-                    raise ValueError(f"stage {name}: refusing to remove {target}, outside {self.root}")
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+            self._clear(name, folders, ours=started is not None)
+        self.record_path(name).unlink(missing_ok=True)  # from here on the old record is not valid
         atomic_write_json(self.partial_path(name), {"stage": name, "params": params,
                                                     "started": _now(), "resume": resume})
         start = time.perf_counter()
         outputs, info = fn(resume)
         seconds = time.perf_counter() - start
-        record = StageRecord(name, params, {k: str(v) for k, v in outputs.items()}, _normal(info), seconds, _now())
+        record = StageRecord(name, params, {k: str(v) for k, v in outputs.items()}, _normal(info), seconds, _now(),
+                             resume)
         missing = self.missing_outputs(record)
         if missing:
             raise RuntimeError(f"stage {name} finished without writing {', '.join(missing)}")
         atomic_write_json(self.record_path(name), asdict(record))
         self.partial_path(name).unlink(missing_ok=True)
         return StageRun(record, skipped=False, resumed=resume, seconds_now=seconds)
+
+
+    def _clear(self, name: str, folders: Sequence[str], ours: bool) -> None:
+        """Remove a stage's folders before a fresh run; only those this stage wrote (it has a record)."""
+        for rel in folders:
+            target = (self.root / rel).resolve()
+            if self.root.resolve() not in target.parents:
+                raise ValueError(f"stage {name}: refusing to remove {target}, outside {self.root}")
+            if not target.exists():
+                continue
+            if not ours:
+                raise ValueError(f"{target} exists but was not written by this stage ({name}; no "
+                                 f"{self.record_path(name).name} beside it): choose another output folder, or "
+                                 "remove it yourself")
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
 
 
 def _now() -> str:
