@@ -78,10 +78,11 @@ def test_stage_redone_with_force_or_other_params(tmp_path):
 
 def test_stage_rerun_when_an_output_is_missing(tmp_path):
     work = Work(tmp_path)
-    StageBook(tmp_path).run("s", {"x": 1}, work, folders=("work",))
+    first = StageBook(tmp_path).run("s", {"x": 1}, work, folders=("work",))
     (tmp_path / "work" / "a.txt").unlink()
     run = StageBook(tmp_path).run("s", {"x": 1}, work, folders=("work",))
     assert not run.skipped and run.resumed and work.calls == [False, True]
+    assert run.record.digest() != first.record.digest()  # the stages after it will run again
 
 
 def test_interrupted_stage_resumes_with_its_partial_work(tmp_path):

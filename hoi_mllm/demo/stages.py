@@ -4,7 +4,7 @@ rerun skips what is done and an interrupted stage picks up where it stopped.
 In the output folder, per stage ``NAME``::
 
     stage_NAME.json          written atomically, only after the stage's outputs are complete:
-                             {"stage", "version", "params", "outputs", "info", "seconds", "finished"}
+                             {"stage", "params", "outputs", "info", "seconds", "finished", "resumed", "version"}
     stage_NAME.partial.json  written when the stage starts, removed when it finishes: the params of
                              a run in progress (an interrupted run leaves it behind)
 
@@ -19,7 +19,7 @@ In the output folder, per stage ``NAME``::
   removed first, so nothing stale survives.
 
 Params of a stage include the digests of the records it depends on (:meth:`StageRecord.digest`),
-so redoing a stage with other params invalidates the stages after it.
+so running a stage again invalidates the stages after it.
 """
 from __future__ import annotations
 
@@ -63,8 +63,10 @@ class StageRecord:
     version: int = RECORD_VERSION
 
     def digest(self) -> str:
-        """A short sha256 of params and outputs: what a later stage's params refer to."""
-        text = json.dumps({"params": self.params, "outputs": self.outputs}, sort_keys=True, default=str)
+        """A short sha256 of params, outputs and finishing time: what a later stage's params refer to, so
+        that running a stage again (even with the same params) makes the stages after it run again."""
+        text = json.dumps({"params": self.params, "outputs": self.outputs, "finished": self.finished},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def path(self, root: Path, name: str) -> Path:
@@ -205,7 +207,7 @@ class StageBook:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # --------------------------------------------------------------------------- disk space
