@@ -126,7 +126,10 @@ def assign(cost: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
     if cost.numel() == 0 or not bool(allowed.any()):
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty.clone()
-    c = torch.where(allowed, cost.double(), torch.full_like(cost, _BLOCKED, dtype=torch.float64))
+    cost = cost.double()
+    # a non-finite cost (a diverged model's scores) ranks as the worst allowed one; the loss then says so
+    cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, _BLOCKED / 2))
+    c = torch.where(allowed, cost, torch.full_like(cost, _BLOCKED))
     rows, cols = linear_sum_assignment(c.cpu().numpy())
     rows, cols = torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
     keep = allowed.cpu()[rows, cols]
