@@ -67,9 +67,14 @@ class ModelConfig:
     max_pixels: int | None = _help("Qwen: upper bound of the resized image's pixel count (null: processor's)",
                                    default=None)
     gradient_checkpointing: bool = _help("recompute decoder activations in backward (saves memory)", default=True)
+    pair_token_gain: float | None = _help("initial gain of SAP's pair-token norm (null: the LM's embedding scale, as "
+                                          "the recogniser sets it); a random tiny LM needs pair tokens as large as "
+                                          "its residual stream to steer the query", default=None)
     pretrain_steps: int = _help("tiny random presets only: next-token warm-up of the LM on the vocabulary's prompts "
                                 "before fine-tuning (finetune/language.py); 0 for pretrained checkpoints", default=0)
     pretrain_lr: float = _help("learning rate of that warm-up", default=1e-2)
+    pretrain_separation: float = _help("weight of the warm-up term that spreads the <|match|> states of an object's "
+                                       "candidates apart (mean squared cosine)", default=0.0)
     recogniser: RecogniserConfig = _help("SAP and one-pass matching (hoi_mllm.models.recogniser)",
                                          default_factory=RecogniserConfig)
 

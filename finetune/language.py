@@ -22,20 +22,23 @@ from hoi_mllm.models.matching import pad_ids
 
 
 def prompt_rows(recogniser, objects: Iterable[int]) -> list[Tensor]:
-    """One id row per object: the matching question and every candidate of the object, each + ``<|match|>``."""
+    """One id row per object, laid out as a matching suffix: the pair tokens, the question, and every
+    candidate of the object, each followed by ``<|match|>``."""
     ids = recogniser.prompt_ids
     match = torch.tensor([ids.match_id])
+    head = torch.tensor(ids.pair_ids[: recogniser.config.sap.num_pair_tokens])
     rows = []
     for o in sorted(set(int(x) for x in objects)):
         cands = recogniser.vocabulary.classes_for_object(o)
-        rows.append(torch.cat([ids.question(o), *[t for c in cands for t in (ids.candidate(c), match)]]))
+        rows.append(torch.cat([head, ids.question(o), *[t for c in cands for t in (ids.candidate(c), match)]]))
     return rows
 
 
-def prompt_lm_loss(recogniser, objects: Iterable[int]) -> Tensor:
+def prompt_lm_loss(recogniser, objects: Iterable[int], separation: float = 0.0) -> Tensor:
     """Mean next-token cross-entropy of the LM over :func:`prompt_rows` (text only, no image).
 
-    The ``<|match|>`` positions take the recogniser's own match embedding, as in matching. Returns
+    The ``<|match|>`` positions take the recogniser's own match embedding, as in matching; the pair
+    tokens, whose content SAP decides, take random vectors of the size SAP gives them. Returns
     a scalar (0 for no objects) with gradients into the language model (LoRA or full) and that embedding.
     """
     rows = prompt_rows(recogniser, objects)
@@ -48,16 +51,32 @@ def prompt_lm_loss(recogniser, objects: Iterable[int]) -> Tensor:
     embeds = backbone.embed(ids)  # [B, L, D]
     is_match = (ids == recogniser.prompt_ids.match_id)[..., None]
     embeds = torch.where(is_match, recogniser.match_embedding.to(embeds.dtype), embeds)
+    is_pair = torch.isin(ids, torch.tensor(recogniser.prompt_ids.pair_ids, device=ids.device))[..., None]
+    gain = recogniser.sap.token_norm.weight.detach().abs().mean()
+    noise = torch.randn(embeds.shape, device=embeds.device, dtype=embeds.dtype) * gain  # [B, L, D]
+    embeds = torch.where(is_pair, noise, embeds)
     b, length = ids.shape
     positions = backbone.text_positions(0, length, b)  # [R, B, L]
     positions = positions if backbone.position_rank > 1 else positions[0]
     hidden = backbone.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
     logits = backbone.logits(hidden[:, :-1]).float()  # [B, L-1, V]
     valid = torch.arange(length - 1, device=ids.device)[None, :] < (lengths.to(ids.device) - 1)[:, None]  # [B, L-1]
-    return F.cross_entropy(logits[valid], ids[:, 1:][valid])
+    valid &= ~is_pair[:, :-1, 0]  # no prediction from the pair tokens: their state is the query, it must follow SAP
+    loss = F.cross_entropy(logits[valid], ids[:, 1:][valid])
+    if separation:
+        keys = F.normalize(hidden.float(), dim=-1)  # [B, L, D]
+        sep = []
+        for row in range(b):
+            k = keys[row][is_match[row, :, 0]]  # [C, D] the match states of one object's candidates
+            cos = k @ k.T
+            off = ~torch.eye(k.shape[0], dtype=torch.bool, device=k.device)
+            sep.append((cos[off] ** 2).mean())
+        loss = loss + separation * torch.stack(sep).mean()
+    return loss
 
 
-def pretrain_language_model(recogniser, steps: int, lr: float = 1e-2, progress: bool = False) -> list[float]:
+def pretrain_language_model(recogniser, steps: int, lr: float = 1e-2, separation: float = 0.0,
+                            progress: bool = False) -> list[float]:
     """Give a random language model the look-back a pretrained one has: ``steps`` of AdamW on
     :func:`prompt_lm_loss` over every object's prompt, training the whole LM, its head and the
     ``<|match|>`` embedding. Deterministic (no sampling). Returns the loss of each step.
@@ -80,7 +99,7 @@ def pretrain_language_model(recogniser, steps: int, lr: float = 1e-2, progress: 
     backbone.train()
     losses = []
     for _ in tqdm(range(steps), desc="language warm-up", unit="step", disable=not progress, leave=False):
-        loss = prompt_lm_loss(recogniser, objects)
+        loss = prompt_lm_loss(recogniser, objects, separation)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

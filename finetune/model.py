@@ -124,10 +124,14 @@ def build_student(config: FinetuneConfig, vocabulary, device: torch.device | str
     torch.manual_seed(config.train.seed)
     backbone = base_loader(config.model, vocabulary, device)()
     recogniser = HOIRecogniser(backbone, vocabulary, config.model.recogniser)
+    if config.model.pair_token_gain is not None:
+        with torch.no_grad():
+            recogniser.sap.token_norm.weight.fill_(config.model.pair_token_gain)
     if config.model.pretrain_steps:
         from hoi_mllm.finetune.language import pretrain_language_model
 
-        losses = pretrain_language_model(recogniser, config.model.pretrain_steps, config.model.pretrain_lr)
+        losses = pretrain_language_model(recogniser, config.model.pretrain_steps, config.model.pretrain_lr,
+                                         config.model.pretrain_separation)
         log.info("language warm-up: prompt loss %.3f -> %.3f in %d steps", losses[0], losses[-1], len(losses))
     apply_adapter(backbone, config.adapter, config.model.quantization is not None, config.model.gradient_checkpointing)
     recogniser.train()
