@@ -113,13 +113,17 @@ class Trainer:
         run_dir: the run folder (created).
         resume: continue from the latest checkpoint in ``run_dir`` (an error when there is none).
         progress: show progress bars.
+        stop_after: stop after this many steps of this call, as an interruption would (checkpoints
+            written so far stay; no final evaluation or model); ``None``: run to ``train.steps``.
     """
 
-    def __init__(self, config: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress: bool = True):
+    def __init__(self, config: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                 stop_after: int | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.progress = progress
+        self.stop_after = stop_after
 
     # ------------------------------------------------------------------ checks before any weight is built
     def _checkpoint(self):
@@ -273,13 +277,16 @@ class Trainer:
             if cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps):
                 self._save_checkpoint(accelerator, recogniser, optimizer, scheduler, teacher, step, batch_index,
                                       fingerprint)
+            if self.stop_after is not None and step - start_step >= self.stop_after:
+                break
         bar.close()
         seconds = time.perf_counter() - t0
         trained_steps = step - start_step
-        if cfg.eval.at_end:
+        finished = step >= cfg.train.steps
+        if cfg.eval.at_end and finished:
             eval_result = self._evaluate(accelerator, recogniser, data, monitor, step)
         final = None
-        if main:
+        if main and finished:
             final = str(self._save_final(recogniser))
             monitor.loss_curve()
         accelerator.wait_for_everyone()
@@ -320,15 +327,18 @@ class Trainer:
         path = self.run_dir / "final"
         was_training = recogniser.training
         recogniser.eval()
-        HOIPipeline(None, recogniser, self.config.pairs.proposal).save_pretrained(path)
+        # base weights trained outside LoRA (projector, vision, full LM) exist only in memory: save the base whole
+        trained_base = any(p.requires_grad and "lora_" not in n for n, p in recogniser.backbone.named_parameters())
+        HOIPipeline(None, recogniser, self.config.pairs.proposal).save_pretrained(path, save_base=trained_base or None)
         recogniser.train(was_training)
         log.info("saved the fine-tuned recogniser to %s", path)
         return path
 
 
-def finetune(config: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+def finetune(config: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+             stop_after: int | None = None) -> TrainResult:
     """Run :class:`Trainer` (the library entry point of ``hoi-mllm finetune``)."""
-    return Trainer(config, run_dir, resume, progress).run()
+    return Trainer(config, run_dir, resume, progress, stop_after).run()
 
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "TrainResult", "Trainer", "finetune", "schedule"]
