@@ -8,6 +8,7 @@ processes): ``accelerate launch --num_processes N -m hoi_mllm finetune CONFIG ..
 from __future__ import annotations
 
 import json
+import os
 
 
 def add_parser(sub) -> None:
@@ -53,6 +54,8 @@ def run(args) -> int:
 
     output = Path(args.output or Path("runs") / config.name)
     result = finetune(config, output, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, only the main process reports
+        return 0
     if args.json:
         from dataclasses import asdict
 
