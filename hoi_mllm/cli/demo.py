@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                     "key=value pairs override the preset (e.g. train_images=800 yolo.epochs=5 "
                     "finetune.train.steps=300).")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the preset (dotted keys)")
-    p.add_argument("--output", default="hoi-mllm-demo", help="output folder (default: ./hoi-mllm-demo)")
+    p.add_argument("--output", default="hoi_demo", help="output folder (default: ./hoi_demo)")
     p.add_argument("--quick", action="store_true", help="the quick preset: a smaller world and shorter training "
                                                         "(aim: under 3 minutes on 2 CPU cores)")
     p.add_argument("--force", action="store_true", help="redo every stage, even those already done")

@@ -21,7 +21,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -143,8 +143,6 @@ class Demo:
         return self._stage("world", params, fn, ("world",))
 
     def yolo(self, world: StageRecord) -> StageRecord:
-        from dataclasses import asdict
-
         c = self.config
         yolo_params = {k: v for k, v in asdict(c.yolo).items() if k != "score_threshold"}
         params = {"world": world.digest(), "yolo": yolo_params}
@@ -190,8 +188,6 @@ class Demo:
             if ckpt is not None:
                 self.say(f"      finetune: resuming from the checkpoint at step {ckpt.step}", flush=True)
             result = Trainer(cfg, run_dir, resume=ckpt is not None, progress=self.progress).run()
-            from dataclasses import asdict
-
             info = {k: v for k, v in asdict(result).items() if k not in ("run_dir", "final_dir")}
             outputs = {"model": self._rel(Path(result.final_dir)), "summary": "finetune/summary.json",
                        "history": "finetune/history.jsonl"}
