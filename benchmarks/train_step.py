@@ -1,0 +1,206 @@
+"""Training-step cost of LoRA, QLoRA and full fine-tuning of the same model, side by side.
+
+One optimiser step of the real training path (:class:`hoi_mllm.finetune.step.TrainingStep`: SAP,
+one packed forward over every pair's suffix with gradient checkpointing, two-stage matching, the
+losses, backward, AdamW) on a batch of ``--images`` images with ``--pairs`` annotated
+human-object pairs each, for
+
+  lora   LoRA (rank 16, every linear layer of the LM) + SAP + projector, base in --dtype;
+  qlora  the same adapters on 4-bit NF4 base weights (bitsandbytes, prepare_model_for_kbit_training);
+  full   every weight of the LM, the projector and the vision encoder, + SAP.
+
+Each method runs in its own process (a clean peak-memory count): on a GPU the peak of
+``torch.cuda.max_memory_allocated`` over the timed steps; on a CPU the process's peak resident
+memory (``ru_maxrss``, which includes building the model). The step time is the median of
+``--steps`` timed steps after ``--warmup``; on a CPU the process CPU time is printed beside the
+wall time and used for the ratios (robust to a shared machine). Ratios are against LoRA.
+
+    python benchmarks/train_step.py                                        # CPU, tiny preset
+    python benchmarks/train_step.py --config qwen2.5-vl-3b --device cuda   # GPU, the real 3B config
+
+``qwen2.5-vl-3b`` has random weights of the real Qwen2.5-VL-3B-Instruct configuration (written in
+``benchmarks/recognizer.py``), saved once to a temporary folder so that QLoRA can load it in 4-bit.
+Weights are random: compute and memory do not depend on their values.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METHODS = ("lora", "qlora", "full")
+IMAGE_SIDE = 448
+
+
+def _recognizer_bench():
+    """``benchmarks/recognizer.py`` as a module (its real Qwen2.5-VL-3B configuration)."""
+    spec = importlib.util.spec_from_file_location("bench_recognizer", Path(__file__).with_name("recognizer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_base(config: str, folder: Path, dtype: torch.dtype) -> Path:
+    """Write the base model of ``config`` (a tiny preset, or the random 3B config) to ``folder`` once."""
+    if (folder / "config.json").is_file():
+        return folder
+    if config.startswith("tiny-"):
+        from hoi_mllm.models.loading import load_backbone
+
+        backbone = load_backbone(config)
+    else:
+        backbone = _recognizer_bench().build_backbone(config, torch.device("cpu"), dtype)
+    backbone.save_pretrained(folder)
+    return folder
+
+
+def batch(vocab, images: int, pairs: int, seed: int = 0):
+    """``images`` random images, each with 4 persons x ``pairs / 4`` objects, every person-object pair
+    annotated with one of its object's classes (so every proposal is a seen pair)."""
+    from PIL import Image
+
+    from hoi_mllm.data.sample import HOISample
+    from hoi_mllm.finetune.data import annotated_detections
+    from hoi_mllm.finetune.step import TrainItem
+
+    rng = np.random.default_rng(seed)
+    objects = [o for o in range(vocab.num_objects) if o != vocab.human_object]
+    n_obj = max(1, pairs // 4)
+    items = []
+    for i in range(images):
+        image = Image.fromarray(rng.integers(0, 256, (IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.uint8))
+        xy = rng.uniform(0, IMAGE_SIDE * 0.7, (4 + n_obj, 2))
+        wh = rng.uniform(30, IMAGE_SIDE * 0.3, (4 + n_obj, 2))
+        labels = np.array([vocab.human_object] * 4 + list(rng.choice(objects, n_obj)))
+        h, o = np.meshgrid(np.arange(4), np.arange(4, 4 + n_obj), indexing="ij")
+        h, o = h.ravel()[:pairs], o.ravel()[:pairs]
+        classes = [(int(rng.choice(vocab.classes_for_object(int(labels[k])))),) for k in o]
+        sample = HOISample(f"bench_{i}.png", (IMAGE_SIDE, IMAGE_SIDE), np.concatenate([xy, xy + wh], 1).astype(np.float32),
+                           labels.astype(np.int64), h.astype(np.int64), o.astype(np.int64),
+                           [(int(vocab.class_verbs[c[0]]),) for c in classes], classes)
+        items.append(TrainItem(i, sample, image, annotated_detections(sample, image.size)))
+    return items
+
+
+def worker(args) -> dict:
+    """One method in this process: build, warm up, time; return the measurements."""
+    from hoi_mllm.finetune.config import AdapterConfig, LossConfig, MatcherConfig, OptimConfig, PairsConfig
+    from hoi_mllm.finetune.model import apply_adapter, parameter_counts
+    from hoi_mllm.finetune.step import TrainingStep
+    from hoi_mllm.finetune.teacher import NoTeacher
+    from hoi_mllm.finetune.trainer import make_optimizer
+    from hoi_mllm.models.loading import load_backbone
+    from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
+    from hoi_mllm.models.sap import SAPConfig
+    from hoi_mllm.pairs import PairProposalConfig
+    from hoi_mllm.prompts import load_vocabulary
+
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    torch.manual_seed(0)
+    method = args.worker
+    backbone = load_backbone(args.base, dtype=dtype, device_map=str(device),
+                             quantization="4bit" if method == "qlora" else None)
+    adapter = AdapterConfig(method="full" if method == "full" else "lora", rank=16, alpha=32, dropout=0.0,
+                            train_projector=True, train_vision=method == "full")
+    apply_adapter(backbone, adapter, quantized=method == "qlora", checkpointing=True)
+    vocab = load_vocabulary("hico-det")
+    rec = HOIRecogniser(backbone, vocab, RecogniserConfig(sap=SAPConfig(hidden_size=256))).train()
+    pairs = PairsConfig(proposal=PairProposalConfig(max_pairs=None, human_human=False))
+    step = TrainingStep(rec, frozenset(range(vocab.num_classes)), pairs, MatcherConfig(), LossConfig(), NoTeacher(vocab))
+    optimizer, _ = make_optimizer(rec, OptimConfig(lr=1e-4), 1000)
+    items = batch(vocab, args.images, args.pairs)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.autocast(
+        device.type, enabled=False)
+    times, cpu_times = [], []
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            if i == args.warmup:
+                torch.cuda.reset_peak_memory_stats()
+        wall, cpu = time.perf_counter(), time.process_time()
+        with autocast:
+            terms = step(items)
+        terms.total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - wall)
+            cpu_times.append(time.process_time() - cpu)
+    counts = parameter_counts(rec)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"method": method, "step_s": float(np.median(times)), "cpu_s": float(np.median(cpu_times)),
+            "peak_bytes": int(peak), "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS",
+            "trainable": counts["trainable"], "total": counts["total"], "loss": float(terms.total.detach()),
+            "pairs_per_step": int(terms.pairs)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="tiny-qwen2.5-vl", help="tiny-qwen2.5-vl (default) or qwen2.5-vl-3b")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: float32 on cpu, bfloat16 on cuda)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of lora,qlora,full")
+    p.add_argument("--images", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--pairs", type=int, default=16, help="annotated pairs per image (default 16)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per method (median kept)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--base", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args)))
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        p.error(f"unknown method(s) {bad}; allowed: {', '.join(METHODS)}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="train_step_") as tmp:
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+        base = save_base(args.config, Path(tmp) / "base", dtype)
+        for m in methods:
+            cmd = [sys.executable, __file__, "--worker", m, "--base", str(base), "--device", args.device,
+                   "--dtype", args.dtype, "--images", str(args.images), "--pairs", str(args.pairs),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(f"{m}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results.append(json.loads(line[len("RESULT "):]))
+    if not results:
+        return 1
+    cpu = not args.device.startswith("cuda")
+    key = "cpu_s" if cpu else "step_s"
+    ref = next((r for r in results if r["method"] == "lora"), results[0])
+    print(f"training step: {args.config} on {args.device} ({args.dtype}), {args.images} images x {args.pairs} pairs, "
+          f"gradient checkpointing, median of {args.steps} steps")
+    print(f"{'method':<6} {'wall s/step':>11} {'cpu s/step':>10} {'peak GiB':>9} {'trainable':>13} {'time/LoRA':>9} "
+          f"{'mem/LoRA':>8}  (peak = {results[0]['peak_kind']})")
+    for r in results:
+        print(f"{r['method']:<6} {r['step_s']:>11.3f} {r['cpu_s']:>10.3f} {r['peak_bytes'] / 2**30:>9.2f} "
+              f"{r['trainable']:>13,} {r[key] / ref[key]:>9.2f} {r['peak_bytes'] / ref['peak_bytes']:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
