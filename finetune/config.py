@@ -12,7 +12,7 @@ two-stage matching), ``teacher`` (soft targets of potential pairs), ``loss``, ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from hoi_mllm.finetune.schema import (
     check_choice,
     check_range,
     describe,
+    help_field as _help,
     read_yaml,
     to_dict,
 )
@@ -42,10 +43,6 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 MISSING_CLASSES = ("skip", "zero")
 # projection / merger modules of each family (trained fully unless adapter.train_projector is false)
 QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass(frozen=True)

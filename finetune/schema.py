@@ -30,6 +30,11 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- reading YAML
+def help_field(text: str, **kw):
+    """A dataclass field with its ``--help-config`` text (``default=`` / ``default_factory=`` as for ``field``)."""
+    return dataclasses.field(metadata={"help": text}, **kw)
+
+
 def read_yaml(path: str | Path, recipes_dir: Path | None = None, _chain: tuple[Path, ...] = ()) -> dict:
     """Read a YAML recipe, resolving ``inherit:`` (or ``base:``) recursively, and return the merged dict."""
     path = resolve_recipe(path, recipes_dir)

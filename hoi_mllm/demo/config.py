@@ -8,15 +8,12 @@ overrides (see ``hoi-mllm finetune --help-config``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hoi_mllm.finetune.schema import ConfigError, apply_overrides, build_config, to_dict
+from hoi_mllm.finetune.schema import help_field as _help
 
 TINY = "tiny"
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass(frozen=True)
