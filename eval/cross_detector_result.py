@@ -5,7 +5,8 @@ classes without ground truth under ``missing_classes="skip"``). Columns:
 
 - the protocol's means: HICO-DET Full / Rare / Non-rare, or Unseen / Seen / Full for a zero-shot
   split; V-COCO role AP in Scenario 1 and 2;
-- U-R@K (for a split): unseen ground-truth pairs recovered among the top-K predicted pairs;
+- U-R@K (for a split): unseen ground-truth pairs recovered among the top-K predicted pairs (ranked
+  by their best triplet other than the no-interaction verb's, :mod:`hoi_mllm.eval.recall`);
 - time per image in milliseconds, the detector's and the scorer's apart (the detector's is the time
   measured when the detections were computed; cached detections keep it);
 - the detector's own box recall (:mod:`~hoi_mllm.eval.detector_recall`): humans, objects, pairs.

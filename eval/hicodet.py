@@ -40,7 +40,7 @@ from hoi_mllm.data.sample import HOISample
 from hoi_mllm.eval.ap import accumulate
 from hoi_mllm.eval.inputs import FlatPredictions, check_options, flatten_predictions, image_index
 from hoi_mllm.eval.matching import expand_by_key, first_in_group, segment_argmax
-from hoi_mllm.eval.recall import DEFAULT_KS, UnseenPairRecall
+from hoi_mllm.eval.recall import DEFAULT_KS, UnseenPairRecall, recall_ignored_verbs
 from hoi_mllm.predictions import PredictionsFile
 from hoi_mllm.prompts.vocabulary import Vocabulary, load_vocabulary
 from hoi_mllm.records import HOITriplets
@@ -75,6 +75,8 @@ class HICODetConfig:
         missing_classes: classes without a ground-truth instance: ``zero`` (AP 0, in every mean, as
             the official code) or ``skip`` (left out of the means).
         recall_ks: the K of U-R@K (only with a split).
+        recall_count_no_interaction: let triplets of the no-interaction verb rank pairs for U-R@K
+            (default: they do not; see :mod:`hoi_mllm.eval.recall`).
         keep_curves: keep every class's precision/recall curve in the result (for plots).
         progress: show a progress bar while reading predictions.
     """
@@ -85,6 +87,7 @@ class HICODetConfig:
     unknown_images: str = "error"
     missing_classes: str = "zero"
     recall_ks: tuple[int, ...] = DEFAULT_KS
+    recall_count_no_interaction: bool = False
     keep_curves: bool = False
     progress: bool = False
 
@@ -257,7 +260,9 @@ class HICODetEvaluator:
         self.index = image_index(samples)
         self.gt = hicodet_ground_truth(samples, self.vocabulary)
         self.recall = (UnseenPairRecall(samples, self.vocabulary.unseen_classes(self.config.split),
-                                        self.config.recall_ks, self.config.iou_threshold)
+                                        self.config.recall_ks, self.config.iou_threshold,
+                                        ignore_verbs=recall_ignored_verbs(self.vocabulary,
+                                                                          self.config.recall_count_no_interaction))
                        if self.config.split else None)
         self.reset()
 

@@ -9,7 +9,11 @@ whatever verb the recogniser then gives them.
 
 Conventions: predicted pairs are distinct when their eight coordinates differ; pairs with the
 same best score keep the order of their first triplet in the image; every triplet of an image
-counts for ranking (also those whose (object, verb) is not a class); one predicted pair may
+counts for ranking (also those whose (object, verb) is not a class) except, by default, those of
+the vocabulary's no-interaction verb: a pair the recogniser confidently calls "no interaction" is
+not a pair it proposes as carrying an interaction, and letting such a score rank it first would
+reward the opposite of what U-R@K measures (``count_no_interaction=True`` counts them; EoID's paper
+does not say, and its detector has no such class to confuse). One predicted pair may
 recover several ground-truth pairs (a recall, not a matching); a ground-truth pair counts once
 however many unseen classes it carries; images without predictions recover nothing.
 """
@@ -59,6 +63,13 @@ def ranked_pairs(flat: FlatPredictions, k: int) -> tuple[np.ndarray, np.ndarray,
     return image_sorted[keep], flat.human_boxes[sel], flat.object_boxes[sel], rank[keep]
 
 
+def recall_ignored_verbs(vocabulary: Vocabulary, count_no_interaction: bool = False) -> tuple[int, ...]:
+    """The verbs whose triplets do not rank pairs for U-R@K: the no-interaction verb, unless counted."""
+    if count_no_interaction or vocabulary.no_interaction_verb is None:
+        return ()
+    return (int(vocabulary.no_interaction_verb),)
+
+
 class UnseenPairRecall:
     """U-R@K accumulated over images: ``update()`` with predictions, ``compute()`` the recalls.
 
@@ -69,13 +80,16 @@ class UnseenPairRecall:
         ks: the K values (default 3, 5, 10).
         iou_threshold: both boxes must reach it.
         plus_one: the +1-pixel IoU convention (HICO-DET's).
+        ignore_verbs: verbs whose triplets do not rank pairs (the evaluators pass the vocabulary's
+            no-interaction verb unless told to count it).
     """
 
     def __init__(self, samples: Sequence[HOISample], unseen_classes: Iterable[int], ks: Sequence[int] = DEFAULT_KS,
-                 iou_threshold: float = 0.5, plus_one: bool = True):
+                 iou_threshold: float = 0.5, plus_one: bool = True, ignore_verbs: Iterable[int] = ()):
         if not ks or any(int(k) < 1 for k in ks):
             raise ValueError(f"U-R@K needs K values >= 1, got {list(ks)}")
         self.ks = tuple(sorted(int(k) for k in ks))
+        self.ignore_verbs = np.asarray(sorted(int(v) for v in ignore_verbs), dtype=np.int64)
         self.iou_threshold = iou_threshold
         self.plus_one = plus_one
         unseen = frozenset(int(c) for c in unseen_classes)
@@ -104,6 +118,8 @@ class UnseenPairRecall:
 
         Each image must come in one update only (the evaluators ensure it).
         """
+        if self.ignore_verbs.size:
+            flat = flat.subset(~np.isin(flat.verbs, self.ignore_verbs))
         image, hb, ob, rank = ranked_pairs(flat, self.ks[-1])
         cand = expand_by_key(self.gt_image, image)  # unseen GT pair x kept pairs of its image
         if len(cand) == 0:
@@ -122,10 +138,11 @@ class UnseenPairRecall:
 
 def unseen_pair_recall(samples: Sequence[HOISample], predictions: PredictionsFile | Iterable[HOITriplets],
                        vocabulary: str | Vocabulary, split: str, ks: Sequence[int] = DEFAULT_KS,
-                       unknown_images: str = "error") -> dict[int, float]:
+                       unknown_images: str = "error", count_no_interaction: bool = False) -> dict[int, float]:
     """U-R@K of a predictions file for a zero-shot split of ``vocabulary``: ``{K: recall}``."""
     vocab = load_vocabulary(vocabulary)
-    metric = UnseenPairRecall(samples, vocab.unseen_classes(vocab.split(split).name), ks)
+    metric = UnseenPairRecall(samples, vocab.unseen_classes(vocab.split(split).name), ks,
+                              ignore_verbs=recall_ignored_verbs(vocab, count_no_interaction))
     flat, _ = flatten_predictions(predictions, image_index(samples), vocab, unknown_images=unknown_images)
     metric.update(flat)
     return metric.compute()

@@ -82,3 +82,27 @@ def test_hicodet_result_carries_u_r_for_a_split_only():
     assert evaluate_hicodet(GT, preds, VOCAB).unseen_recall is None
     with pytest.raises(ValueError, match="K values >= 1"):
         UnseenPairRecall(GT, [1], ks=(0,))
+
+
+def test_no_interaction_triplets_do_not_rank_pairs_unless_counted():
+    # verbs: hold 0, kick 1, no_interaction 2; the unseen pair (kick ball) sits below three pairs that
+    # score high only as "no interaction"
+    vocab = Vocabulary.from_dict({
+        "format": "hoi-mllm/vocabulary", "name": "tiny-recall-ni", "objects": ["person", "ball"],
+        "verbs": ["hold", "kick", "no_interaction"], "human_object": 0, "no_interaction_verb": 2,
+        "classes": [[1, 0], [1, 1], [1, 2]], "phrases": ["holding a ball", "kicking a ball", "no interaction with a ball"],
+        "splits": {"u": {"kind": "unseen_combination", "unseen": [1]}},
+    })
+    gt = [HOISample("a.jpg", (640, 480), np.asarray([H1, O1], dtype=np.float32), np.asarray([0, 1]), np.asarray([0]),
+                    np.asarray([1]), [(1,)], [(1,)])]
+    rows = [(box(0), box(1), 2, 0.99), (box(2), box(3), 2, 0.98), (box(4), box(5), 2, 0.97),
+            (box(0), box(1), 0, 0.10), (H1, O1, 1, 0.5)]
+    preds = PredictionsFile(vocab.name, [image("a.jpg", rows)])
+    assert unseen_pair_recall(gt, preds, vocab, "u", ks=(1, 2, 3)) == {1: 1.0, 2: 1.0, 3: 1.0}
+    counted = unseen_pair_recall(gt, preds, vocab, "u", ks=(1, 3, 4), count_no_interaction=True)
+    assert counted == {1: 0.0, 3: 0.0, 4: 1.0}
+    # the HICO-DET evaluator uses the same convention, and its option
+    for count, expected in ((False, 1.0), (True, 0.0)):
+        result = evaluate_hicodet(gt, preds, vocab, HICODetConfig(split="u", recall_ks=(3,),
+                                                                 recall_count_no_interaction=count))
+        assert result.unseen_recall == {3: expected}

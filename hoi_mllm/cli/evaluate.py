@@ -57,6 +57,9 @@ def add_parser(sub) -> None:
     h.add_argument("--missing-classes", default="zero", choices=("zero", "skip"),
                    help="classes without ground truth: AP 0 in every mean as the official code (zero, "
                         "default) or left out of the means (skip)")
+    h.add_argument("--recall-count-no-interaction", action="store_true",
+                   help="let triplets of the no-interaction verb rank pairs for U-R@K (default: they do not: a "
+                        "pair called non-interacting is not proposed as carrying an interaction)")
     v = proto.add_parser("vcoco", help=PROTOCOLS["vcoco"], description=PROTOCOLS["vcoco"])
     _common(v)
     from hoi_mllm.cli import cross_detector
@@ -136,6 +139,7 @@ def _hicodet(args, samples, vocab, predictions, unknown):
         vocab.split(args.split)  # unknown split: an error naming the allowed ones, before any work
     config = HICODetConfig(split=args.split, settings=args.setting, unknown_images=unknown,
                            missing_classes=args.missing_classes, keep_curves=bool(args.plot),
+                           recall_count_no_interaction=args.recall_count_no_interaction,
                            progress=not args.no_progress)
     ev = HICODetEvaluator(samples, vocab, config)
     ev.update(predictions)

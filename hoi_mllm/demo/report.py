@@ -80,7 +80,7 @@ def build_blocks(summary: dict) -> list[Block]:
             "the split's unseen and seen classes; classes without test ground truth are "
             f"{'left out of the means' if summary['config'].get('missing_classes') == 'skip' else 'counted as AP 0'}.",
             "U-R@5: share of unseen ground-truth pairs whose boxes are both recovered among the top-5 predicted "
-            "pairs of their image.",
+            "pairs of their image, pairs ranked by their best triplet other than no_interaction.",
             "Baselines score the same pairs on the same boxes: random verb scores, and the prior alone (verb "
             "frequency per object in training, unseen combinations 0).",
             "det ms/img: detector time per image; scorer ms/img: pairs, scoring and post-processing per image.",
