@@ -269,12 +269,12 @@ def test_finetuned_model_scores_clearly_higher_than_untrained(tmp_path_factory):
     generate_world(folder, 160, 40, seed=11, image_size=160, progress=False, workers=1)
     cfg = load_config("synthetic_quick", {"data.train": str(folder / "instances_train.json"), "data.val_images": 0,
                                           "train.tensorboard": False, "train.checkpoint_every": 0,
-                                          "eval.at_end": False, "eval.every": 0, "train.threads": 2})
+                                          "eval.at_end": False, "eval.every": 0, "train.threads": 2,
+                                          "train.steps": 120})
     test = load_annotations(folder / "instances_test.json")
     vocab = load_training_data(cfg.data).vocabulary
     untrained = evaluate_recogniser(build_student(cfg, vocab), test, cfg.data.split)
     result = finetune(cfg, tmp_path_factory.mktemp("learn_run"), progress=False)
     trained = evaluate_recogniser(HOIPipeline.from_pretrained(result.final_dir).recogniser, test, cfg.data.split)
-    print("untrained", untrained, "\ntrained", trained)
     assert trained["seen"] > untrained["seen"] + 10, (untrained, trained)
     assert trained["full"] > untrained["full"] + 10, (untrained, trained)
