@@ -13,7 +13,7 @@ counts for ranking (also those whose (object, verb) is not a class) except, by d
 the vocabulary's no-interaction verb: a pair the recogniser confidently calls "no interaction" is
 not a pair it proposes as carrying an interaction, and letting such a score rank it first would
 reward the opposite of what U-R@K measures (``count_no_interaction=True`` counts them; EoID's paper
-does not say, and its detector has no such class to confuse). One predicted pair may
+does not say which it does). One predicted pair may
 recover several ground-truth pairs (a recall, not a matching); a ground-truth pair counts once
 however many unseen classes it carries; images without predictions recover nothing.
 """
