@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from hoi_mllm.boxes import box_iou
 from hoi_mllm.data import HOISample, count_samples, filter_zero_shot, load_annotations, read_annotations
 from hoi_mllm.data.filters import unseen_pair_mask
 from hoi_mllm.prompts import load_vocabulary
@@ -96,6 +97,44 @@ def test_pairs_go_whole_and_emptied_images_stay():
     assert report.unseen_present_before == 1 and report.unseen_present_after == 0
 
 
+def test_upt_per_triplet_boxes_of_one_pair_go_with_the_unseen_one(tmp_path):
+    """UPT files give each triplet its own boxes: a seen row on near-identical boxes is the same pair."""
+    split = "rare_first"
+    unseen = sorted(HICO.unseen_classes(split))
+    c = unseen[0]
+    obj, verb = int(HICO.class_objects[c]), int(HICO.class_verbs[c])
+    seen_verb = next(v for v in HICO.verbs_for_object(obj) if HICO.class_of(v, obj) not in unseen)
+    other_obj = next(o for o in range(HICO.num_objects) if o not in (obj, HICO.human_object)
+                     and HICO.class_of(seen_verb, o) is not None and HICO.class_of(seen_verb, o) >= 0)
+    h, o = [10.0, 10.0, 60.0, 110.0], [50.0, 60.0, 90.0, 100.0]
+    rows = [  # (human box, object box, object, verb)
+        (h, o, obj, verb),                                                   # the unseen triplet
+        ([11.0, 10.0, 61.0, 111.0], [50.0, 61.0, 91.0, 100.0], obj, seen_verb),  # same pair, IoU ~0.95 / ~0.93
+        ([11.0, 10.0, 61.0, 111.0], [50.0, 61.0, 91.0, 100.0], other_obj, seen_verb),  # other object label
+        (h, [70.0, 60.0, 110.0, 100.0], obj, seen_verb),                     # same human, object box IoU 0.33
+    ]
+    data = {"annotation": [{"boxes_h": [r[0] for r in rows], "boxes_o": [r[1] for r in rows],
+                            "object": [r[2] for r in rows], "verb": [r[3] for r in rows],
+                            "hoi": [HICO.class_of(r[3], r[2]) for r in rows]}],
+            "filenames": ["HICO_train2015_00000001.jpg"], "size": [[200, 150]]}
+    (tmp_path / "instances_train2015.json").write_text(json.dumps(data))
+    samples = load_annotations(tmp_path / "instances_train2015.json", vocabulary="hico-det")
+    assert samples[0].num_pairs == 4  # boxes differ, so the loader cannot merge the rows into one pair
+
+    after, report = filter_zero_shot(samples, HICO, split)
+    kept = {(tuple(after[0].object_boxes[k]), int(after[0].object_labels[k])) for k in range(after[0].num_pairs)}
+    assert kept == {((50.0, 61.0, 91.0, 100.0), other_obj), ((70.0, 60.0, 110.0, 100.0), obj)}
+    assert (report.dropped_pairs, report.dropped_triplets, report.dropped_seen_triplets) == (2, 2, 0)
+    assert (report.dropped_overlap_pairs, report.dropped_overlap_triplets, report.same_pair_iou) == (1, 1, 0.7)
+    assert report.as_dict()["dropped_overlap_pairs"] == 1
+    assert np.array_equal(after[0].boxes, samples[0].boxes)  # every box stays
+    # a stricter IoU keeps the near-duplicate; None keeps the exact-box rule only
+    assert filter_zero_shot(samples, HICO, split, same_pair_iou=0.97)[1].dropped_overlap_pairs == 0
+    assert filter_zero_shot(samples, HICO, split, same_pair_iou=None)[1].dropped_pairs == 1
+    with pytest.raises(ValueError, match="same_pair_iou=1.5"):
+        filter_zero_shot(samples, HICO, split, same_pair_iou=1.5)
+
+
 @pytest.mark.parametrize("split", ["unseen_verb", "unseen_action"])
 def test_hicodet_verb_splits_hold_out_every_class_of_their_verbs(split):
     """On HICO-DET, dropping pairs by unseen verb and by unseen class drop the same pairs."""
@@ -167,13 +206,23 @@ def test_synthetic_style_splits_leave_no_unseen_class(tmp_path, split):
 
 
 # ------------------------------------------------------------------------------------------ real data
-def genvlkt_rows_kept(raw: dict, unseen: frozenset) -> int:
-    """Independent reference on the raw rows: GEN-VLKT's skip_pair rule, a pair being its two boxes."""
+def genvlkt_rows_kept(raw: dict, unseen: frozenset, iou: float = 0.7) -> int:
+    """Independent reference on the raw rows: GEN-VLKT's skip_pair rule on boxes merged at ``iou``.
+
+    A row is skipped when an unseen row of its image has the same object and both boxes at IoU >= ``iou``
+    (an exact repeat of the boxes included), as in GEN-VLKT's ``trainval_hico.json``, whose boxes are merged.
+    """
     kept = 0
     for a in raw["annotation"]:
-        keys = [(tuple(h), tuple(o), ob) for h, o, ob in zip(a["boxes_h"], a["boxes_o"], a["object"])]
-        skip = {k for k, c in zip(keys, a["hoi"]) if c in unseen}
-        kept += sum(k not in skip for k in keys)
+        if not a["hoi"]:
+            continue
+        bh, bo, obj = np.array(a["boxes_h"], float), np.array(a["boxes_o"], float), np.array(a["object"])
+        bad = np.isin(a["hoi"], sorted(unseen))
+        if not bad.any():
+            kept += len(a["hoi"])
+            continue
+        same = (box_iou(bh, bh[bad]) >= iou) & (box_iou(bo, bo[bad]) >= iou) & (obj[:, None] == obj[None, bad])
+        kept += int((~same.any(axis=1)).sum())
     return kept
 
 
@@ -183,9 +232,18 @@ def test_real_hicodet_every_split(shared_data):
     samples = load_annotations(path)
     raw = json.loads(path.read_text())
     splits = json.loads((shared_data / "hicodet" / "zero_shot_splits.json").read_text())
+    reports = {}
     for split in sorted(HICO.splits):
         assert HICO.unseen_classes(split) == frozenset(splits[split])
         after, report = filter_zero_shot(samples, HICO, split)
+        reports[split] = report
         check_filtered(samples, after, report, HICO, split)
         assert report.after.triplets == genvlkt_rows_kept(raw, HICO.unseen_classes(split))
         assert report.after.images == 9658
+    # pairs dropped only as the same physical pair as an unseen one (UPT's per-triplet boxes)
+    assert reports["rare_first"].dropped_overlap_pairs == reports["rare_first"].dropped_overlap_triplets == 362
+    assert reports["uc0"].dropped_overlap_pairs == 3123
+    assert reports["unseen_object"].dropped_overlap_pairs == 0  # every class of those objects is unseen
+    _, exact = filter_zero_shot(samples, HICO, "rare_first", same_pair_iou=None)
+    assert exact.dropped_overlap_pairs == 0
+    assert exact.dropped_pairs == reports["rare_first"].dropped_pairs - 362
