@@ -230,6 +230,15 @@ def test_real_vcoco_test_file_counts(shared_data):
     assert [s.extra["coco_image_id"] for s in samples] == raw["images"]
 
 
+@pytest.mark.shared_data
+def test_real_vcoco_data_stats_names_instances_and_pairs(shared_data, capsys):
+    """``data stats`` says which of V-COCO's numbers are action-role instances and which distinct pairs."""
+    assert main(["data", "stats", str(shared_data / "vcoco" / "instances_vcoco_test.json")]) == 0
+    text = capsys.readouterr().out
+    assert "7797 (distinct human-object pairs)" in text
+    assert "12402 (action-role instances" in text
+
+
 # ------------------------------------------------------------------------------------------ detection
 def test_format_detection(tmp_path):
     assert detect_format(json.loads(write_hicodet_upt(tmp_path / "a.json").read_text())) == "hicodet-upt"
@@ -435,9 +444,13 @@ def test_cli_data_stats(tmp_path, capsys):
     assert (out["images"], out["images_with_pairs"], out["pairs"], out["triplets"]) == (3, 2, 8, 10)
     assert out["classes_seen"] == 9 and out["repairs"] == 0
     assert out["split"]["unseen_present_after"] == 0 and out["split"]["images_after"] == 3
+    assert out["split"]["same_pair_iou"] == 0.7 and "dropped_overlap_pairs" in out["split"]
+    assert main(["data", "stats", str(path), "--json", "--split", "rare_first", "--same-pair-iou", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"]["same_pair_iou"] is None
     assert main(["data", "stats", str(path)]) == 0
     text = capsys.readouterr().out
     assert "images with pairs" in text and "triplets" in text and "box repairs" in text
+    assert "8 (distinct human-object pairs)" in text and "10 ((pair, verb) labels)" in text
     assert main(["data", "stats", str(path), "--split", "rare_frist"]) == 1
     assert "unknown split 'rare_frist'" in capsys.readouterr().err
     broken = write_hicodet_upt(tmp_path / "b.json", edit=_set("boxes_h", [100, 1, 1, 199]))
