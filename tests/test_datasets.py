@@ -310,6 +310,30 @@ def test_bad_hicodet_upt_values_name_file_image_and_field(tmp_path, key, value, 
     assert f"field {field}" in text and message in text
 
 
+@pytest.mark.parametrize("value,message", [
+    (700, "class index 700 outside 0..599"),
+    (-3, "class index -3 outside 0..599"),
+    (0, "class 0 does not match"),  # a valid class index, but not the row's (verb, object)
+])
+def test_hoi_index_is_checked_without_correspondence(tmp_path, value, message):
+    """Without ``correspondence`` the file's class ids are the vocabulary's: range and (verb, object) checked."""
+    def drop_corr(data):
+        del data["correspondence"]
+    ok = write_hicodet_upt(tmp_path / "ok.json", edit=drop_corr)
+    assert [s.pair_classes for s in load_annotations(ok)] == [s.pair_classes for s in load_annotations(
+        write_hicodet_upt(tmp_path / "with.json"))]
+
+    def edit(data):
+        drop_corr(data)
+        _set("hoi", value)(data)
+    path = write_hicodet_upt(tmp_path / "instances_test2015.json", edit=edit)
+    with pytest.raises(AnnotationError) as info:
+        load_annotations(path)
+    text = str(info.value)
+    assert str(path) in text and "image 2 (HICO_test2015_00000003.jpg)" in text
+    assert "field annotation[2].hoi[0]" in text and message in text
+
+
 def _hoi(key, value, image=0, row=0):
     def edit(images):
         images[image]["hoi_annotation"][row][key] = value

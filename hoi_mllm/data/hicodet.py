@@ -131,10 +131,10 @@ def read_hicodet_upt(data: dict, ctx: ReadContext) -> list[HOISample]:
                 raise ctx.error(f"(verb {vocab.verbs[v]!r}, object {vocab.objects[o]!r}) is not a class of the "
                                 f"{vocab.name} vocabulary", i, file_name, f"{prefix}.verb[{r}]")
             h = hois[r]
-            expected = c if hoi_map is None else (hoi_map[h] if is_index(h) and 0 <= h < len(hoi_map) else None)
-            if not is_index(h) or expected is None:
-                n_hoi = len(hoi_map) if hoi_map is not None else vocab.num_classes
+            n_hoi = len(hoi_map) if hoi_map is not None else vocab.num_classes
+            if not is_index(h) or not 0 <= h < n_hoi:
                 raise ctx.error(f"class index {h!r} outside 0..{n_hoi - 1}", i, file_name, f"{prefix}.hoi[{r}]")
+            expected = h if hoi_map is None else hoi_map[h]  # without correspondence: the vocabulary's class ids
             if expected != c:
                 raise ctx.error(f"class {h} does not match the row's (verb {vocab.verbs[v]!r}, object "
                                 f"{vocab.objects[o]!r}), which is class {c}", i, file_name, f"{prefix}.hoi[{r}]")
