@@ -334,6 +334,15 @@ def test_hoi_index_is_checked_without_correspondence(tmp_path, value, message):
     assert "field annotation[2].hoi[0]" in text and message in text
 
 
+@pytest.mark.parametrize("value", [7, None, ["a.jpg"]])
+def test_non_string_file_name_names_the_field(tmp_path, value):
+    def edit(data):
+        data["filenames"][1] = value
+    path = write_hicodet_upt(tmp_path / "instances_test2015.json", edit=edit)
+    with pytest.raises(AnnotationError, match=r"image 1: field filenames\[1\]: file name .* is not a string"):
+        load_annotations(path)
+
+
 def _hoi(key, value, image=0, row=0):
     def edit(images):
         images[image]["hoi_annotation"][row][key] = value

@@ -108,6 +108,10 @@ def read_hicodet_upt(data: dict, ctx: ReadContext) -> list[HOISample]:
         raise ctx.error("'annotation' and 'filenames' must be lists", field="annotation")
     if len(ann) != len(names):
         raise ctx.error(f"{len(names)} file names for {len(ann)} annotation records", field="filenames")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise ctx.error(f"file name {name!r} is not a string (expected an image file name such as "
+                            f"'HICO_train2015_00000001.jpg')", i, field=f"filenames[{i}]")
     sizes = data.get("size")
     if sizes is not None and (not isinstance(sizes, list) or len(sizes) != len(ann)):
         raise ctx.error(f"expected one [w, h] per image ({len(ann)})", field="size")
