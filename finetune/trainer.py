@@ -104,6 +104,30 @@ def make_optimizer(model: torch.nn.Module, config: OptimConfig, total_steps: int
     return optimizer, scheduler
 
 
+def fill_deepspeed_config(ds_config: dict, config: FinetuneConfig) -> dict:
+    """Fill the DeepSpeed config's ``"auto"`` values from the recipe, in place, and return it.
+
+    The trainer has no DataLoader for accelerate to read the micro-batch from, and DeepSpeed clips
+    gradients itself (``accelerator.clip_grad_norm_`` only reports the norm under DeepSpeed), so
+    ``train_micro_batch_size_per_gpu`` and ``gradient_clipping`` come from ``train.batch_size`` and
+    ``optim.grad_clip`` (0: no clipping) when absent or ``"auto"``.
+
+    Raises:
+        ValueError: a value set in the DeepSpeed config differs from the recipe's.
+    """
+    wanted = {"train_micro_batch_size_per_gpu": ("train.batch_size", config.train.batch_size),
+              "gradient_accumulation_steps": ("train.gradient_accumulation", config.train.gradient_accumulation),
+              "gradient_clipping": ("optim.grad_clip", float(config.optim.grad_clip or 0.0))}
+    for key, (name, value) in wanted.items():
+        given = ds_config.get(key, "auto")
+        if given == "auto":
+            ds_config[key] = value
+        elif float(given) != float(value):
+            raise ValueError(f"the DeepSpeed config sets {key}={given}, the recipe's {name} is {value}: "
+                             f"set it to 'auto' (or remove it) so the recipe decides, or make them equal")
+    return ds_config
+
+
 # --------------------------------------------------------------------------- the loop
 class Trainer:
     """Fine-tune a recogniser as ``config`` says, in ``run_dir`` (see the module docstring).
@@ -126,6 +150,22 @@ class Trainer:
         self.stop_after = stop_after
 
     # ------------------------------------------------------------------ checks before any weight is built
+    def _check_accelerator(self, accelerator) -> None:
+        train = self.config.train
+        if accelerator.gradient_accumulation_steps != train.gradient_accumulation:
+            # the loop runs train.gradient_accumulation micro-batches per step; accelerate would sync at its own count
+            raise ValueError(f"accelerate accumulates {accelerator.gradient_accumulation_steps} micro-batches "
+                             f"(ACCELERATE_GRADIENT_ACCUMULATION_STEPS or the accelerate/DeepSpeed config), the "
+                             f"recipe's train.gradient_accumulation is {train.gradient_accumulation}: make them "
+                             "equal, or leave accelerate's unset")
+        if accelerator.distributed_type == "DEEPSPEED" and (train.checkpoint_every or self.resume):
+            # ZeRO shards the optimiser state across processes: the main process's optimizer.pt holds only its
+            # share, so a resume could not continue exactly
+            raise ValueError(f"under DeepSpeed the trainer cannot checkpoint or resume (train.checkpoint_every="
+                             f"{train.checkpoint_every}, resume={self.resume}): its checkpoints would hold only "
+                             "the main process's share of the ZeRO optimiser state; set train.checkpoint_every=0 "
+                             "and run without --resume, or use the DDP config (accelerate_ddp.yaml)")
+
     def _checkpoint(self):
         if not self.resume:
             return None
@@ -166,6 +206,7 @@ class Trainer:
                                   gradient_accumulation_steps=cfg.train.gradient_accumulation,
                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         main = accelerator.is_main_process
+        self._check_accelerator(accelerator)
         ckpt = self._checkpoint()
         data, detected = self._data(accelerator)
         vocab = data.vocabulary
@@ -182,8 +223,12 @@ class Trainer:
         step_module = TrainingStep(recogniser, vocab.seen_classes(data.split), cfg.pairs, cfg.matcher, cfg.loss,
                                    teacher, cfg.train.seed)
         optimizer, scheduler = make_optimizer(recogniser, cfg.optim, cfg.train.steps)
-        model = accelerator.prepare_model(step_module, device_placement=False)
-        optimizer = accelerator.prepare_optimizer(optimizer)
+        if accelerator.distributed_type == "DEEPSPEED":
+            fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, cfg)
+        # together: accelerate starts the DeepSpeed engine only inside prepare() when it sees both (prepared
+        # one by one, accelerator.backward would call a missing engine); the scheduler stays ours, stepped
+        # once per optimiser step
+        model, optimizer = accelerator.prepare(step_module, optimizer, device_placement=[False, None])
         monitor = RunMonitor(self.run_dir, cfg.train.tensorboard, enabled=main)
         start_step, batch_index = 0, 0
         if ckpt is not None:
