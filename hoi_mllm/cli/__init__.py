@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 # subcommand name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +41,34 @@ def parse_key_values(items: list[str] | None, what: str = "option") -> dict:
     return out
 
 
+# what the user most likely meant, by OSError subclass
+_OS_HINTS = {IsADirectoryError: "a folder where a file was expected",
+             NotADirectoryError: "a file where a folder was expected",
+             FileExistsError: "already exists"}
+
+
+def os_error_message(exc: BaseException) -> str:
+    """One line for an error: an ``OSError`` from the system as ``<path>: <reason> (<hint>)``, else ``str(exc)``.
+
+    Errors this package raises with their own message (``FileNotFoundError("image not found: ...")``)
+    have no ``strerror`` and are printed as they are.
+    """
+    if not isinstance(exc, OSError) or exc.strerror is None:
+        return str(exc)
+    names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    hint = next((h for cls, h in _OS_HINTS.items() if isinstance(exc, cls)), None)
+    return f"{names or 'OS error'}: {exc.strerror}" + (f" ({hint})" if hint else "")
+
+
+def output_folder(path: str | Path, option: str = "--output") -> Path:
+    """``path`` as the output folder: created if absent; an existing file there is a ``CLIError``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{option} {path}: is a file, expected a folder (give a new or existing folder)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hoi-mllm",
@@ -67,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (CLIError, ValueError, OSError, KeyError) as exc:  # OSError: FileNotFoundError, IsADirectoryError, ...
         if args.verbose:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else os_error_message(exc)
         print(f"hoi-mllm {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -139,7 +139,7 @@ def _jsonable(value):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from hoi_mllm.cli import parse_key_values
+    from hoi_mllm.cli import output_folder, parse_key_values
     from hoi_mllm.detectors import build_detector, write_detections_file
     from hoi_mllm.io import atomic_path
     from hoi_mllm.visualize import draw_detections
@@ -147,8 +147,7 @@ def run(args) -> int:
     files = collect_images(args.inputs, args.recursive)
     options = parse_key_values(args.option, what="--option")
     detector = build_detector(args.detector, vocabulary=args.vocabulary, **options)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(args.output)
     pictures = vis_names([n for _, n in files])
     results: dict[str, object] = {}
     skipped: list[dict] = []

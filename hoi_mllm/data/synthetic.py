@@ -228,7 +228,7 @@ def generate_world(output_dir: str | Path, num_train: int, num_test: int, seed: 
         A :class:`WorldInfo`. An identical complete world already in the folder is reused, not redrawn.
 
     Raises:
-        ValueError: a bad argument, naming the allowed values; WorldExistsError: a different world is
+        ValueError: a bad argument, naming the allowed values (or ``output_dir`` is a file); WorldExistsError: a different world is
         there and ``force`` is false.
     """
     if not isinstance(num_train, int) or num_train < 1:
@@ -242,6 +242,8 @@ def generate_world(output_dir: str | Path, num_train: int, num_test: int, seed: 
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is a file; give a new or existing folder")
     params = {"num_train": num_train, "num_test": num_test, "seed": seed, "image_size": image_size,
               "occlusion": bool(occlusion), "clutter": bool(clutter), "image_format": image_format,
               "generator_version": GENERATOR_VERSION}
