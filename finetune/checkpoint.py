@@ -31,7 +31,8 @@ PREFIX = "step_"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot continue this run (another base model, other trainable weights, missing files)."""
+    """A checkpoint cannot continue this run (another base model, other trainable weights, another process
+    count, missing files), or a fresh run would start among an old run's checkpoints."""
 
 
 @dataclass

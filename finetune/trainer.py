@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from hoi_mllm.finetune.checkpoint import (
     CheckpointError,
     check_base,
+    checkpoint_dir,
     config_differences,
     latest_checkpoint,
     load_checkpoint,
@@ -135,7 +136,8 @@ class Trainer:
     Args:
         config: the validated :class:`~hoi_mllm.finetune.config.FinetuneConfig`.
         run_dir: the run folder (created).
-        resume: continue from the latest checkpoint in ``run_dir`` (an error when there is none).
+        resume: continue from the latest checkpoint in ``run_dir`` (an error when there is none, or when it
+            was written by another number of processes); without it, ``run_dir`` must hold no checkpoints.
         progress: show progress bars.
         stop_after: stop after this many steps of this call, as an interruption would (checkpoints
             written so far stay; no final evaluation or model); ``None``: run to ``train.steps``.
@@ -166,12 +168,26 @@ class Trainer:
                              "the main process's share of the ZeRO optimiser state; set train.checkpoint_every=0 "
                              "and run without --resume, or use the DDP config (accelerate_ddp.yaml)")
 
-    def _checkpoint(self):
+    def _checkpoint(self, processes: int):
         if not self.resume:
+            # a fresh run must not mix with an old one: pruning keeps the highest steps (the old run's) and
+            # deletes the new run's, and a later --resume would continue the old run
+            folder = checkpoint_dir(self.run_dir)
+            old = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            if old:
+                raise CheckpointError(f"{self.run_dir} already holds checkpoints of a run ({', '.join(old[-3:])}); "
+                                      "use --resume to continue it, or another output folder (or remove it)")
             return None
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
+        saved = int(ckpt.state.get("processes", 1))
+        if saved != processes:
+            # every process resumes its own random state and share of the data stream: another count cannot
+            # continue the same run
+            raise CheckpointError(f"{ckpt.path} was written by {saved} process(es), this run has {processes}; "
+                                  f"resume with {saved} (accelerate launch --num_processes {saved}), or start a new "
+                                  "run folder")
         m = self.config.model
         check_base(ckpt, {"base": m.base, "preset_overrides": dict(m.preset_overrides), "quantization": m.quantization})
         changed = [k for k in config_differences(ckpt.state.get("config", {}), self.config.to_dict())
@@ -207,7 +223,7 @@ class Trainer:
                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         main = accelerator.is_main_process
         self._check_accelerator(accelerator)
-        ckpt = self._checkpoint()
+        ckpt = self._checkpoint(accelerator.num_processes)
         data, detected = self._data(accelerator)
         vocab = data.vocabulary
         if main:

@@ -114,7 +114,10 @@ def test_bad_input_fails_before_training(world, tmp_path, monkeypatch):
     assert not built
 
 
-def test_checkpoint_of_another_base_model_is_refused(world, tmp_path):
+def test_checkpoint_of_another_base_model_or_process_count_and_a_fresh_run_over_old_checkpoints_are_refused(
+        world, tmp_path, monkeypatch):
+    import hoi_mllm.finetune.trainer as trainer
+
     run = tmp_path / "run"
     finetune(small(world, **{"train.steps": 2, "train.checkpoint_every": 1}), run, progress=False)
     other = small(world, **{"train.steps": 4, "model.preset_overrides": {"hidden_size": 32}})
@@ -122,6 +125,18 @@ def test_checkpoint_of_another_base_model_is_refused(world, tmp_path):
         finetune(other, run, resume=True, progress=False)
     with pytest.raises(ValueError, match="already at train.steps=2"):
         finetune(small(world, **{"train.steps": 2}), run, resume=True, progress=False)
+    before = [p.name for p in list_checkpoints(run)]
+    monkeypatch.setattr(trainer, "build_student", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
+    # without --resume the old run's checkpoints would outlive the new run's (pruning keeps the highest steps)
+    with pytest.raises(CheckpointError, match="already holds checkpoints of a run .*step_0000002.*use --resume"):
+        finetune(small(world, **{"train.steps": 4}), run, progress=False)
+    assert [p.name for p in list_checkpoints(run)] == before
+    # a checkpoint of 2 processes cannot be continued by 1 (each process's RNG and data share)
+    state_file = latest_checkpoint(run).path / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "processes": 2}))
+    with pytest.raises(CheckpointError, match="written by 2 process\\(es\\), this run has 1"):
+        finetune(small(world, **{"train.steps": 4}), run, resume=True, progress=False)
 
 
 def test_non_finite_loss_names_the_step_and_images(world, tmp_path):
