@@ -49,11 +49,17 @@ def check_yolo_model(model: str | Path) -> str:
         local = Path(SETTINGS.get("weights_dir", "weights")) / path.name
         if local.exists():
             return str(local)
-        raise FileNotFoundError(
-            f"YOLO weights {model!r} not found locally (checked ./{path.name} and {local}) and the machine is offline "
-            "(YOLO_OFFLINE / HF_HUB_OFFLINE set): copy the .pt file here and pass its path, or use a .yaml for random weights"
-        )
+        raise weights_not_found(model, f"checked ./{path.name} and {local}",
+                                "the machine is offline (YOLO_OFFLINE / HF_HUB_OFFLINE set)")
     return model
+
+
+def weights_not_found(model: str, checked: str, why: str) -> FileNotFoundError:
+    """The error for a weights name that is neither a local file nor downloadable, saying what is accepted."""
+    return FileNotFoundError(
+        f"YOLO weights {model!r} not found locally ({checked}) and could not be downloaded: {why.rstrip('. ')}. "
+        "Accepted: a path to a .pt weights file (e.g. runs/train/weights/best.pt), a release name such as yolov8x.pt "
+        "on a machine connected to the internet, or a model .yaml (e.g. yolov8n.yaml) for random weights")
 
 
 def yolo_class_table(names: dict[int, str], vocabulary: Vocabulary) -> torch.Tensor:
@@ -87,7 +93,14 @@ class YOLODetector(Detector):
         if not isinstance(imgsz, int) or imgsz < 32:
             raise ValueError(f"yolo option imgsz={imgsz!r}: must be an integer >= 32")
         self.model_name = str(model)
-        self.model = YOLO(check_yolo_model(model))
+        source = check_yolo_model(model)
+        try:
+            self.model = YOLO(source)
+        except (FileNotFoundError, ConnectionError) as exc:  # a bare name: not here, not a release, or no network
+            if Path(source).suffix.lower() not in WEIGHT_SUFFIXES or Path(source).exists():
+                raise
+            raise weights_not_found(str(model), f"no file {Path(source).absolute()}",
+                                    f"{type(exc).__name__}: {exc}") from exc
         self.imgsz, self.max_det = imgsz, max_det
         self.device = self.options.torch_device()
         self.label_table = yolo_class_table(dict(self.model.names), self.vocabulary)

@@ -404,8 +404,26 @@ def test_yolo_from_yaml_on_generated_images():
 def test_yolo_missing_weights_fail_before_any_download(tmp_path):
     with pytest.raises(FileNotFoundError, match="YOLO weights file not found"):
         build_detector("yolo", model=str(tmp_path / "weights" / "best.pt"))
-    with pytest.raises(FileNotFoundError, match="offline"):
+    with pytest.raises(FileNotFoundError, match=r"not found locally .*offline.*Accepted: a path to a \.pt.*\.yaml"):
         build_detector("yolo", model="yolov8x-does-not-exist.pt")
+
+
+def test_yolo_weights_name_not_downloadable_says_what_is_accepted(tmp_path, monkeypatch):
+    """Online, ultralytics tries a download and fails with a bare ``[Errno 2] ... 'missing.pt'``: say what happened."""
+    import ultralytics
+
+    def no_download(name):
+        raise FileNotFoundError(2, "No such file or directory", name)
+
+    for key in ("YOLO_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ultralytics, "YOLO", no_download)
+    with pytest.raises(FileNotFoundError) as info:
+        build_detector("yolo", model="missing.pt")
+    text = str(info.value)
+    assert "YOLO weights 'missing.pt' not found locally" in text and "could not be downloaded" in text
+    assert ".pt weights file" in text and "yolov8x.pt on a machine connected" in text and "yolov8n.yaml" in text
 
 
 # ---------------------------------------------------------------------------------------- transformers
