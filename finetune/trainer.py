@@ -129,6 +129,23 @@ def fill_deepspeed_config(ds_config: dict, config: FinetuneConfig) -> dict:
     return ds_config
 
 
+def check_finite(accelerator, terms, step: int, batch_index: int, items: list[TrainItem]) -> None:
+    """Raise :class:`NonFiniteLossError` on every process when any process's loss is NaN or infinite.
+
+    The finite flags of all processes are gathered before backward: a process that stopped alone
+    would leave the others waiting in DDP's gradient all-reduce for ever.
+    """
+    finite = torch.isfinite(terms.total.detach()).reshape(1).float()
+    if accelerator.num_processes > 1:
+        finite = accelerator.gather(finite)  # [processes]
+    bad = [i for i, f in enumerate(finite.tolist()) if not f]
+    if bad:
+        names = ", ".join(i.sample.file_name for i in items)
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step} (batch {batch_index}) on process(es) {', '.join(map(str, bad))}; "
+            f"this process ({accelerator.process_index}): {terms.as_floats()} on images {names}")
+
+
 # --------------------------------------------------------------------------- the loop
 class Trainer:
     """Fine-tune a recogniser as ``config`` says, in ``run_dir`` (see the module docstring).
@@ -298,11 +315,7 @@ class Trainer:
                 items = self._items(data, detected, stream.batch(batch_index))
                 with accelerator.accumulate(model):
                     terms = model(items, step_seed=batch_index)
-                    if not torch.isfinite(terms.total):
-                        names = ", ".join(i.sample.file_name for i in items)
-                        raise NonFiniteLossError(
-                            f"non-finite loss at step {step + 1} (batch {batch_index}, process "
-                            f"{accelerator.process_index}): {terms.as_floats()} on images {names}")
+                    check_finite(accelerator, terms, step + 1, batch_index, items)
                     accelerator.backward(terms.total)
                     if accelerator.sync_gradients and cfg.optim.grad_clip:
                         accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)

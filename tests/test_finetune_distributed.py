@@ -47,3 +47,23 @@ def test_accumulation_mismatch_and_deepspeed_checkpointing_are_refused():
     with pytest.raises(ValueError, match="resume=True"):
         Trainer(no_ckpt, "unused", resume=True)._check_accelerator(fake_accelerator("DEEPSPEED"))
     Trainer(no_ckpt, "unused")._check_accelerator(fake_accelerator("DEEPSPEED"))
+
+
+def test_a_non_finite_loss_on_another_process_stops_this_one_too():
+    import torch
+
+    from hoi_mllm.finetune.losses import LossTerms
+    from hoi_mllm.finetune.trainer import NonFiniteLossError, check_finite
+
+    item = SimpleNamespace(sample=SimpleNamespace(file_name="a.png"))
+    one = torch.tensor(1.0)
+    terms = LossTerms(one, one, one, one)
+    # process 0's loss is finite; process 1's (gathered) is not
+    acc = SimpleNamespace(num_processes=2, process_index=0, gather=lambda t: torch.cat([t, torch.zeros(1)]))
+    with pytest.raises(NonFiniteLossError, match=r"step 7 \(batch 12\) on process\(es\) 1; this process \(0\).*a\.png"):
+        check_finite(acc, terms, 7, 12, [item])
+    check_finite(SimpleNamespace(num_processes=2, process_index=0, gather=lambda t: torch.cat([t, t])), terms, 7, 12,
+                 [item])
+    single = SimpleNamespace(num_processes=1, process_index=0)
+    with pytest.raises(NonFiniteLossError, match=r"on process\(es\) 0"):
+        check_finite(single, LossTerms(torch.tensor(float("nan")), one, one, one), 1, 0, [item])

@@ -222,6 +222,46 @@ def test_accelerate_launch_two_processes_trains_and_saves(world, tmp_path):
     assert (tmp_path / "run" / "final" / "config.json").is_file()
 
 
+NAN_ON_RANK_1 = """
+import os, sys
+import hoi_mllm.finetune.step as step
+
+forward = step.TrainingStep.forward
+
+
+def nan_on_rank_1(self, items, step_seed=0):
+    terms = forward(self, items, step_seed=step_seed)
+    if os.environ["RANK"] == "1" and step_seed == 1:  # the second batch of process 1 only
+        terms.total = terms.total * float("nan")
+    return terms
+
+
+step.TrainingStep.forward = nan_on_rank_1
+from hoi_mllm.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_of_two_processes_stops_both(world, tmp_path):
+    """Only process 1 sees the NaN; both must raise (not hang in DDP's all-reduce)."""
+    script = tmp_path / "nan_on_rank_1.py"
+    script.write_text(NAN_ON_RANK_1)
+    overrides = [f"data.train={world / 'instances_train.json'}", "data.val_images=4", "train.batch_size=1",
+                 "train.steps=3", "train.tensorboard=false", "train.checkpoint_every=0", "eval.at_end=false",
+                 "model.pretrain_steps=2", "model.recogniser.sap.hidden_size=32", "train.threads=1"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), "finetune",
+           "synthetic", *overrides, "--output", str(tmp_path / "run"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=240)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    for rank in (0, 1):
+        assert f"non-finite loss at step 2 (batch 1) on process(es) 1; this process ({rank})" in err, err[-3000:]
+
+
 def test_no_unseen_label_reaches_a_loss(world):
     """Two training sets that differ only in their unseen annotations give bit-identical losses."""
     from hoi_mllm.data import filter_zero_shot, load_annotations
