@@ -15,11 +15,13 @@ Format (what ``hoi-mllm detections`` writes, so its output can be read back)::
   differ from the detector's, or be absent.
 - ``image_size``: ``[width, height]``; optional (taken from the image when absent).
 - ``file_name``: matched to the images by exact name, trailing path or unique base name.
-Extra keys are allowed and ignored. An image that is not in the file is an error naming it; an
+Extra keys are allowed and ignored, except ``"complete": false`` (what ``hoi-mllm detections`` writes
+when a run stopped part-way), which the ``file`` detector reports with a warning. An image that is not in the file is an error naming it; an
 entry with no boxes is an image with nothing detected.
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -33,6 +35,8 @@ from hoi_mllm.detectors.registry import register_detector
 from hoi_mllm.io import atomic_write_json, read_json
 from hoi_mllm.prompts import Vocabulary, load_vocabulary
 from hoi_mllm.records import Detections
+
+log = logging.getLogger(__name__)
 
 FORMAT = "hoi-mllm/detections"
 VERSION = 1
@@ -186,6 +190,8 @@ class FileDetector(Detector):
             raise ValueError("the file detector needs path=DETECTIONS.json (format hoi-mllm/detections)")
         entries, self.header = read_detections_file(path, self.vocabulary)
         self.path = Path(path)
+        if self.header.get("complete") is False:
+            log.warning("%s is marked incomplete (its run stopped part-way): images it lacks will be skipped", path)
         self.index = FileIndex(entries, f"detections file {path}")
 
     def detect_batch(self, images: list[Image.Image], file_names: list[str | None]) -> list[Detections]:

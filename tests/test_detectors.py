@@ -638,3 +638,39 @@ def test_cli_image_missing_from_the_file_is_skipped_and_the_rest_complete(tmp_pa
     entries, header = read_detections_file(out / "detections.json")
     assert list(entries) == ["a.jpg"]
     assert header["skipped"][0]["file_name"] == "extra.jpg" and "is not in" in header["skipped"][0]["error"]
+
+
+def test_cli_detections_crash_part_way_keeps_what_was_done(tmp_path, monkeypatch, capsys, caplog):
+    """A detector that fails after the first image: the first is written, marked incomplete, and the error raised."""
+    from hoi_mllm.detectors.file import FileDetector
+
+    save_images(tmp_path / "imgs", {"a.jpg": ((96, 64), 0), "b.png": ((50, 70), 1)})
+    src = _detections_file(tmp_path)
+    original = FileDetector.detect_batch
+    calls = []
+
+    def flaky(self, images, file_names):
+        calls.append(list(file_names))
+        if "b.png" in file_names:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return original(self, images, file_names)
+
+    monkeypatch.setattr(FileDetector, "detect_batch", flaky)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        main(["detections", str(tmp_path / "imgs"), "--detector", "file", "--option", f"path={src}",
+              "--output", str(out)])
+    assert calls == [["a.jpg", "b.png"], ["a.jpg"], ["b.png"]]  # the failed batch was retried one by one
+    entries, header = read_detections_file(out / "detections.json")
+    assert list(entries) == ["a.jpg"] and header["complete"] is False
+    assert entries["a.jpg"]["labels"].tolist() == [PERSON, BICYCLE]
+    assert (out / "vis" / "a.jpg").exists()
+    assert "stopped after 1 of 2 images" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING):
+        build_detector("file", path=out / "detections.json")
+    assert "marked incomplete" in caplog.text
+
+    monkeypatch.setattr(FileDetector, "detect_batch", original)  # a run that finishes says so
+    assert main(["detections", str(tmp_path / "imgs"), "--detector", "file", "--option", f"path={src}",
+                 "--output", str(out)]) == 0
+    assert read_detections_file(out / "detections.json")[1]["complete"] is True

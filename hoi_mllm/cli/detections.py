@@ -3,7 +3,8 @@
 Writes ``OUTPUT/detections.json`` (the ``hoi-mllm/detections`` format of
 :mod:`hoi_mllm.detectors.file`, atomically, readable back with ``--detector file --option path=...``)
 and ``OUTPUT/vis/<name>.jpg`` per image. An unreadable image is reported and skipped; the others
-complete. Images are named by their path relative to the folder given (or their base name).
+complete. The file's header says ``"complete": true``; when the run stops on an error or an
+interrupt, the images done so far are still written, with ``"complete": false``, and the error is raised. Images are named by their path relative to the folder given (or their base name).
 """
 from __future__ import annotations
 
@@ -81,24 +82,30 @@ def vis_names(names: list[str]) -> dict[str, str]:
     return {n: (s if stems.count(s) == 1 else f"{n}.jpg") for n, s in zip(names, stems)}
 
 
-def _detect_one_by_one(detector, images, names) -> tuple[list, list[tuple[str, str]]]:
-    """Run image by image to isolate the ones a detector rejects; ``(results or None, errors)``."""
-    results, errors = [], []
+def _detect_one_by_one(detector, images, names, skipped: list[dict]) -> Iterator[tuple]:
+    """After a batch failed, run image by image; yield ``(image, name, Detections)``.
+
+    An image the detector rejects (``ValueError``, ``KeyError``) is appended to ``skipped`` and left
+    out; any other error (a ``RuntimeError`` of one image too) propagates, after the images before it.
+    """
     for im, name in zip(images, names):
         try:
-            results.append(detector([im], [name])[0])
+            dets = detector([im], [name])[0]
         except (ValueError, KeyError) as exc:
-            results.append(None)
-            errors.append((name, str(exc)))
-    return results, errors
+            skipped.append({"file_name": name, "error": str(exc)})
+            log.warning("skipped %s: %s", name, exc)
+            continue
+        yield im, name, dets
 
 
 def detect_images(detector, files: list[tuple[Path, str]], skipped: list[dict], bar=None) -> Iterator[tuple]:
     """Open and detect images in batches of ``detector.options.batch_size``; yield ``(image, name, Detections)``.
 
     An unreadable image, or one the detector rejects (e.g. not in its annotations), is appended to
-    ``skipped`` as ``{"file_name", "error"}``, logged, and left out; the rest complete. ``bar`` (a
-    tqdm) advances by each batch.
+    ``skipped`` as ``{"file_name", "error"}``, logged, and left out; the rest complete. A batch that
+    fails with ``ValueError``, ``KeyError`` or ``RuntimeError`` is run again image by image, so an
+    error that persists is raised only after the images before it were yielded. ``bar`` (a tqdm)
+    advances by each batch.
     """
     step = detector.options.batch_size
     for start in range(0, len(files), step):
@@ -116,12 +123,13 @@ def detect_images(detector, files: list[tuple[Path, str]], skipped: list[dict], 
         if images:
             try:
                 dets = detector(images, names)
-            except (ValueError, KeyError):
-                dets, errors = _detect_one_by_one(detector, images, names)
-                for name, err in errors:
-                    skipped.append({"file_name": name, "error": err})
-                    log.warning("skipped %s: %s", name, err)
-            yield from ((im, n, d) for im, n, d in zip(images, names, dets) if d is not None)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                log.debug("batch of %d failed (%s: %s): retrying image by image", len(images), type(exc).__name__, exc)
+                dets = None
+            if dets is None:
+                yield from _detect_one_by_one(detector, images, names, skipped)
+            else:
+                yield from zip(images, names, dets)
         if bar is not None:
             bar.update(len(chunk))
 
@@ -151,16 +159,32 @@ def run(args) -> int:
     pictures = vis_names([n for _, n in files])
     results: dict[str, object] = {}
     skipped: list[dict] = []
-    with tqdm(total=len(files), desc=f"detections ({detector.name})", unit="img", file=sys.stderr) as bar:
-        for image, name, dets in detect_images(detector, files, skipped, bar):
-            results[name] = dets
-            if not args.no_vis:
-                with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
-                    draw_detections(image, dets, detector.vocabulary).save(tmp, format="JPEG", quality=90)
+
+    def write(complete: bool) -> Path:
+        return write_detections_file(out_dir / "detections.json", results, detector.vocabulary.name,
+                                     detector=args.detector, options={k: _jsonable(v) for k, v in options.items()},
+                                     skipped=skipped, complete=complete)
+
+    finished = False
+    try:
+        with tqdm(total=len(files), desc=f"detections ({detector.name})", unit="img", file=sys.stderr) as bar:
+            for image, name, dets in detect_images(detector, files, skipped, bar):
+                results[name] = dets
+                if not args.no_vis:
+                    with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
+                        draw_detections(image, dets, detector.vocabulary).save(tmp, format="JPEG", quality=90)
+        finished = True
+    finally:
+        if not finished and results:  # an error or an interrupt: keep what was computed, marked incomplete
+            try:
+                path = write(complete=False)
+                print(f"stopped after {len(results)} of {len(files)} images: wrote them to {path} "
+                      '(marked "complete": false)', file=sys.stderr)
+            except OSError as exc:  # do not hide the error that stopped the run
+                log.error("could not write the partial detections: %s", exc)
     if not results:
         raise nothing_processed(skipped)
-    path = write_detections_file(out_dir / "detections.json", results, detector.vocabulary.name, detector=args.detector,
-                                 options={k: _jsonable(v) for k, v in options.items()}, skipped=skipped)
+    path = write(complete=True)
     n_boxes = sum(len(d) for d in results.values())
     print(f"{len(results)} images, {n_boxes} detections -> {path}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
     if skipped:
