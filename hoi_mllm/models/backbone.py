@@ -29,7 +29,9 @@ passes a 4D additive mask, which flash-attention kernels do not take).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +261,29 @@ class Backbone(nn.Module):
         """``[R, B, L]`` -> what the language model takes: ``[3, B, L]`` for Qwen, ``[B, L]`` otherwise."""
         return positions if self.position_rank > 1 else positions[0]
 
-    def _forward(self, embeds: Tensor, positions: Tensor, **kwargs):
+    @cached_property
+    def _cache_argument(self) -> str:
+        """The decoder's keyword for a key-value cache: ``cache`` (transformers >= 5.2x, where
+        ``past_key_values`` is deprecated) or ``past_key_values`` (earlier 5.x releases)."""
+        params = inspect.signature(self.language_model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _forward(self, embeds: Tensor, positions: Tensor, cache: Cache | None = None, **kwargs):
+        if cache is not None:
+            kwargs[self._cache_argument] = cache
         return self.language_model(inputs_embeds=embeds, position_ids=self._lm_positions(positions), **kwargs)
+
+    @staticmethod
+    def _output_cache(out) -> Cache:
+        """The key-value cache of a decoder output, under either release's field name."""
+        cache = getattr(out, "cache", None)
+        return cache if cache is not None else out.past_key_values
 
     # ------------------------------------------------------------------ run paths
     def run_prefix(self, enc: ImageEncoding) -> PrefixState:
         """Run the prefix once and keep its key-value cache. ``[T, D]`` -> :class:`PrefixState`."""
         out = self._forward(enc.inputs_embeds[None], enc.position_ids[:, None], use_cache=True)
-        layers = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+        layers = tuple((layer.keys, layer.values) for layer in self._output_cache(out).layers)
         return PrefixState(cache=layers, length=enc.length, next_position=enc.next_position,
                            hidden=out.last_hidden_state[0])
 
@@ -291,7 +308,7 @@ class Backbone(nn.Module):
         P, L, _ = embeds.shape
         cache = Cache(layers=[SharedPrefixLayer(k, v) for k, v in state.cache])
         positions = self.text_positions(state.next_position, L, P)
-        out = self._forward(embeds, positions, past_key_values=cache, use_cache=True)
+        out = self._forward(embeds, positions, cache=cache, use_cache=True)
         return out.last_hidden_state
 
     def run_packed(self, enc: ImageEncoding, embeds: Tensor, lengths: Tensor, return_prefix: bool = False):
