@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hoi_mllm.models.loading import load_backbone
-from hoi_mllm.models.matching import (PAD_LOGIT, candidate_lists, length_chunks, pad_candidates, run_chunks,
-                                      token_positions)
+from hoi_mllm.models.matching import (PAD_LOGIT, RowTooLargeError, candidate_lists, length_chunks, pad_candidates,
+                                      run_chunks, token_positions)
 from hoi_mllm.models.prompting import load_templates
 from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
 from hoi_mllm.models.sap import SAPConfig
@@ -195,6 +195,25 @@ def test_matching_helpers():
         return rows.float() * 2
     assert run_chunks(fn, length_chunks(lengths, max_rows=8)).tolist() == (lengths.new_tensor(range(7)) * 2).tolist()
     assert calls.count(1) == 7
+
+    def cpu_fn(rows):  # the CPU allocator's failure is a plain RuntimeError: split as well
+        if len(rows) > 2:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return rows.float()
+    assert run_chunks(cpu_fn, length_chunks(lengths, max_rows=8)).tolist() == list(range(7))
+
+    def never_fits(rows):
+        raise torch.OutOfMemoryError("simulated")
+    with pytest.raises(RowTooLargeError, match="even alone"):
+        run_chunks(never_fits, [torch.tensor([0])])
+
+    def other_error(rows):  # any other RuntimeError is not memory: raised as it is, not split
+        calls.append(len(rows))
+        raise RuntimeError("shape mismatch")
+    calls.clear()
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_chunks(other_error, length_chunks(lengths, max_rows=8))
+    assert calls == [4]
 
 
 def test_templates_are_data_and_validated(tmp_path):

@@ -163,11 +163,26 @@ def length_chunks(lengths: Tensor, max_rows: int, max_padding: float = 0.25) -> 
     return chunks
 
 
+# what the CPU allocator says when it cannot allocate (a plain RuntimeError, not OutOfMemoryError)
+_CPU_OOM_MESSAGES = ("can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA's ``torch.OutOfMemoryError`` and for the CPU allocator's out-of-memory ``RuntimeError``."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(m in str(exc) for m in _CPU_OOM_MESSAGES))
+
+
+class RowTooLargeError(ValueError):
+    """A single row did not fit in memory (a ValueError, so a per-image loop reports and skips it)."""
+
+
 def run_chunks(fn: Callable[[Tensor], Tensor], chunks: Sequence[Tensor]) -> Tensor:
     """``fn(rows) -> [n, ...]`` for each chunk of row indices; results returned in row order.
 
-    A chunk that raises ``torch.OutOfMemoryError`` is split in two and retried (down to one row),
-    so more rows than memory allows never crash. ``cat(chunks)`` must be a permutation of ``0..N-1``.
+    A chunk that runs out of memory (on CUDA or on the CPU, see :func:`is_out_of_memory`) is split in
+    two and retried, so more rows than memory allows never crash; a single row that does not fit
+    raises :class:`RowTooLargeError`. ``cat(chunks)`` must be a permutation of ``0..N-1``.
     """
     queue = list(chunks)
     parts, done = [], []
@@ -175,9 +190,11 @@ def run_chunks(fn: Callable[[Tensor], Tensor], chunks: Sequence[Tensor]) -> Tens
         rows = queue.pop(0)
         try:
             parts.append(fn(rows))
-        except torch.OutOfMemoryError:
-            if rows.numel() == 1:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
                 raise
+            if rows.numel() == 1:
+                raise RowTooLargeError(f"one row does not fit in memory even alone ({exc})") from exc
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             half = rows.numel() // 2
