@@ -18,6 +18,7 @@ from hoi_mllm.prompts import Vocabulary, load_vocabulary
 from hoi_mllm.records import Detections, HOITriplets
 
 GOLDEN = 0.618033988749895
+MAX_SIDE = 4096  # enlarging never makes a side longer than this (a 300 x 1 strip stays a strip)
 
 
 def colour(i: int) -> tuple[int, int, int]:
@@ -36,9 +37,10 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _canvas(image: Image.Image, min_side: int) -> tuple[Image.Image, float]:
-    """An RGB copy, enlarged so that its short side is at least ``min_side``; and the scale used."""
+    """An RGB copy, enlarged so that its short side is at least ``min_side`` (its long side at most
+    :data:`MAX_SIDE`); and the scale used."""
     rgb = image.convert("RGB")
-    scale = max(1.0, min_side / max(1, min(rgb.size)))
+    scale = max(1.0, min(min_side / max(1, min(rgb.size)), MAX_SIDE / max(rgb.size)))
     if scale > 1.0:
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BILINEAR)
     else:

@@ -119,3 +119,42 @@ def test_detect_bad_input(tmp_path, capsys):
     assert "no such image" in capsys.readouterr().err
     assert run_detect([images], tmp_path / "o", *gt, "--top-k", "0") == 1
     assert "--top-k" in capsys.readouterr().err
+
+
+def test_rerun_with_other_settings_is_refused_not_mixed(tmp_path, capsys):
+    images = tmp_path / "images"
+    annotations = write_annotations(images)
+    out = tmp_path / "out"
+    gt = ("--detector", "ground-truth", "--detector-option", f"annotations={annotations}", "--no-vis")
+    assert run_detect([images / "two.jpg"], out, *gt, "--top-k", "5") == 0
+    before = (out / "predictions.jsonl").read_text()
+    capsys.readouterr()
+    # another mode and top-k into the same folder: refused, naming what differs; nothing lost
+    assert run_detect([images], out, *gt, "--top-k", "3", "--mode", "training-free") == 1
+    err = capsys.readouterr().err
+    assert "other settings" in err and "mode" in err and "top_k" in err and "--force" in err
+    assert (out / "predictions.jsonl").read_text() == before
+    # the device is not a setting of the result: a rerun on it resumes
+    assert run_detect([images], out, *gt, "--top-k", "5", "--detector-option", "device=cpu") == 0
+    assert "(2 new)" in capsys.readouterr().out
+    # --force starts afresh under the new settings
+    assert run_detect([images / "two.jpg"], out, *gt, "--top-k", "3", "--mode", "training-free", "--force") == 0
+    preds = read_predictions(out / "predictions.json")
+    assert preds.meta["mode"] == "training-free" and [im.file_name for im in preds.images] == ["two.jpg"]
+    assert len(preds.images[0]) == 3
+
+
+def test_a_strip_image_gets_predictions_and_a_bounded_picture(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (300, 1), (120, 30, 200)).save(images / "strip.png")
+    scene_image((160, 120), 1, [[10, 10, 60, 110], [70, 40, 150, 110]]).save(images / "scene.png")
+    out = tmp_path / "out"
+    assert run_detect([images], out, "--detector", "yolo", "--detector-option", "model=yolov8n.yaml") == 0
+    preds = read_predictions(out / "predictions.json")
+    assert sorted(im.file_name for im in preds.images) == ["scene.png", "strip.png"]
+    with Image.open(out / "vis" / "strip.jpg") as pic:
+        assert max(pic.size) <= 4096 and pic.size[0] > pic.size[1]
+    assert (out / "vis" / "scene.jpg").exists()

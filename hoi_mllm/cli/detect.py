@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
                    help="hico-det, vcoco or a vocabulary.json (default: the saved model's, else hico-det)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="matching (a fine-tuned recogniser) or training-free (likelihood of each candidate phrase "
-                        "under a pretrained MLLM); default: the saved model's mode, else matching")
+                        "under a pretrained MLLM); default: a saved model's own mode, matching for a tiny preset, "
+                        "training-free for a hub id or base checkpoint")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
@@ -51,6 +52,9 @@ def add_parser(sub) -> None:
                                                                 "(default: the saved model's, else 64)")
     p.add_argument("--recursive", action="store_true", help="also look for images in sub-folders")
     p.add_argument("--no-vis", action="store_true", help="do not draw pictures")
+    p.add_argument("--force", action="store_true",
+                   help="start OUTPUT/predictions.jsonl afresh even when it holds images predicted with other "
+                        "settings (without it, such a file is refused, not mixed or overwritten)")
     p.set_defaults(func=run)
 
 
@@ -68,6 +72,42 @@ def _check_args(args) -> None:
 
         if not torch.cuda.is_available():
             raise CLIError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+
+
+# detector options that change how fast, not what, a detector finds
+_RUNTIME_OPTIONS = ("device", "batch_size")
+
+
+def _settings(args, options: dict, pipeline) -> dict:
+    """What decides the predictions of an image: a rerun resumes only under the same settings."""
+    return {"detector": args.detector, "model": str(args.model), "mode": pipeline.mode,
+            "vocabulary": pipeline.recogniser.vocabulary.name,
+            "detector_options": {k: str(v) for k, v in sorted(options.items()) if k not in _RUNTIME_OPTIONS},
+            "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs}
+
+
+def _check_resumable(path: Path, settings: dict) -> bool:
+    """True when ``path`` may be resumed: absent, empty, or written with the same ``settings``.
+
+    Raises:
+        CLIError: it holds images predicted with other settings (names each one that differs).
+    """
+    import json
+
+    from hoi_mllm.cli import CLIError
+
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    try:
+        with open(path) as f:
+            old = json.loads(f.readline()).get("settings")  # the header line
+    except (ValueError, AttributeError):
+        return True  # not a header: the writer reports what is wrong with the file
+    if old is None or old == settings:
+        return True
+    changed = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in settings if old.get(k) != settings.get(k))
+    raise CLIError(f"{path} holds predictions made with other settings ({changed}); use another --output, "
+                   "or --force to start it afresh")
 
 
 def run(args) -> int:
@@ -97,12 +137,15 @@ def run(args) -> int:
 
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode}
-    writer = PredictionsWriter(out_dir / "predictions.jsonl", vocabulary.name, meta=meta)
+    meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode,
+            "settings": _settings(args, options, pipeline)}
+    resume = not args.force and _check_resumable(out_dir / "predictions.jsonl", meta["settings"])
+    writer = PredictionsWriter(out_dir / "predictions.jsonl", vocabulary.name, meta=meta, resume=resume)
     done = writer.done
     todo = [(p, n) for p, n in files if n not in done]
     pictures = vis_names([n for _, n in files])
     skipped: list[dict] = []
+    unpictured: list[dict] = []
     with writer, tqdm(total=len(files), initial=len(files) - len(todo), desc=f"detect ({detector.name})",
                       unit="img", file=sys.stderr) as bar:
         for image, name, dets in detect_images(detector, todo, skipped, bar):
@@ -116,10 +159,16 @@ def run(args) -> int:
             triplets.extra["recognition_ms"] = round(1000 * (time.perf_counter() - t0), 1)
             writer.write(triplets)
             if not args.no_vis:
-                with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
-                    draw_triplets(image, triplets, vocabulary).save(tmp, format="JPEG", quality=90)
+                try:
+                    with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
+                        draw_triplets(image, triplets, vocabulary).save(tmp, format="JPEG", quality=90)
+                except (OSError, ValueError) as exc:  # the predictions of this image are written: keep going
+                    unpictured.append({"file_name": name, "error": str(exc)})
+                    log.warning("no picture for %s: %s", name, exc)
     if skipped:
         writer.meta["skipped"] = skipped
+    if unpictured:
+        writer.meta["pictures_failed"] = unpictured
     result = writer.finish(out_dir / "predictions.json")
     if not result.images:
         raise nothing_processed(skipped)
@@ -128,5 +177,8 @@ def run(args) -> int:
           f"{out_dir / 'predictions.json'}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
     if skipped:
         print(f"skipped {len(skipped)} image(s): " + ", ".join(s["file_name"] for s in skipped), file=sys.stderr)
+    if unpictured:
+        print(f"no picture for {len(unpictured)} image(s): " + ", ".join(s["file_name"] for s in unpictured),
+              file=sys.stderr)
     return 0
 
