@@ -251,8 +251,11 @@ def load_recogniser(model: str | Path, vocabulary=None, mode: str | None = None,
             an untrained recogniser, for smoke tests), a hub id or a local transformers checkpoint.
         vocabulary: required for a bare backbone (default ``hico-det``); for a saved folder it must
             agree with the saved one when given.
-        mode: ``matching`` or ``training-free``; ``None``: a saved folder's own mode, else ``matching``.
-            A saved matching folder can be run ``training-free`` (its base model scores likelihoods).
+        mode: ``matching`` or ``training-free``; ``None``: a saved folder's own mode, ``matching`` for a
+            preset (an untrained smoke-test recogniser), ``training-free`` for a hub id or checkpoint (a
+            pretrained MLLM without fine-tuning has no trained matching weights; asking for ``matching``
+            on one warns that its pair and match weights are random). A saved matching folder can be
+            run ``training-free``: its fine-tuned language model (LoRA merged) scores likelihoods.
     Returns:
         ``(recogniser, pipeline config or None)``: the saved pipeline's :class:`HOIPipeline` (no
         detector) when loading a folder, else None.
@@ -273,8 +276,17 @@ def load_recogniser(model: str | Path, vocabulary=None, mode: str | None = None,
         return pipe.recogniser, pipe
     from hoi_mllm.models.loading import load_backbone
 
+    from hoi_mllm.models.presets import PRESETS
+
     vocab = load_vocabulary(vocabulary or "hico-det")
     backbone = load_backbone(model, dtype=dtype, device_map=str(device))
+    if str(model) not in PRESETS:
+        if mode is None:
+            mode = "training-free"
+            log.info("%s is a base checkpoint, not a fine-tuned recogniser: scoring training-free", model)
+        elif mode == "matching":
+            log.warning("%s is a base checkpoint: its spatial pooling and match weights are untrained (random); "
+                        "fine-tune it (hoi-mllm finetune) or use --mode training-free", model)
     if mode == "training-free":
         return LikelihoodScorer(backbone, vocab), None
     return HOIRecogniser(backbone, vocab, config or RecogniserConfig()).eval(), None

@@ -196,3 +196,13 @@ def test_from_pretrained_errors(tmp_path):
         load_recogniser(tmp_path / "nope")
     with pytest.raises(ValueError, match="mode"):
         load_recogniser("tiny-qwen2-vl", mode="generate")
+
+
+def test_a_base_checkpoint_defaults_to_training_free(tmp_path, caplog):
+    load_backbone("tiny-qwen2-vl").save_pretrained(tmp_path / "base")  # a local checkpoint, not a recogniser
+    assert isinstance(load_recogniser("tiny-qwen2-vl")[0], HOIRecogniser)  # a preset: the smoke-test recogniser
+    rec, saved = load_recogniser(tmp_path / "base")
+    assert saved is None and isinstance(rec, LikelihoodScorer)
+    with caplog.at_level("WARNING", logger="hoi_mllm.pipeline"):
+        rec, _ = load_recogniser(tmp_path / "base", mode="matching")
+    assert isinstance(rec, HOIRecogniser) and "untrained" in caplog.text
