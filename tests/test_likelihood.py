@@ -62,8 +62,13 @@ def test_chunking_and_sum_mode(tiny_qwen2_vl, noise_image):
     a = LikelihoodScorer(tiny_qwen2_vl, VOCAB, LikelihoodConfig(max_rows_per_pass=1)).recognise(noise_image, pairs)
     b = LikelihoodScorer(tiny_qwen2_vl, VOCAB, LikelihoodConfig(max_rows_per_pass=64)).recognise(noise_image, pairs)
     assert (a.verb_logits - b.verb_logits)[a.valid].abs().max() < 1e-4
-    total = LikelihoodScorer(tiny_qwen2_vl, VOCAB, LikelihoodConfig(length_normalise=False)).recognise(noise_image, pairs)
-    assert (total.verb_logits[a.valid] <= a.verb_logits[a.valid] + 1e-5).all()  # sums of more than one log-prob
+    summing = LikelihoodScorer(tiny_qwen2_vl, VOCAB, LikelihoodConfig(length_normalise=False))
+    total = summing.recognise(noise_image, pairs)
+    lengths = torch.zeros(a.candidates.shape)  # answer tokens of each candidate
+    for (p, slot), cls in zip(a.valid.nonzero().tolist(), a.candidates[a.valid].tolist()):
+        lengths[p, slot] = summing.prompt_ids.training_free_answer(cls).numel()
+    assert (lengths[a.valid] > 1).any()  # some answers have several tokens: sum and mean differ there
+    assert torch.allclose(total.verb_logits[a.valid], a.verb_logits[a.valid] * lengths[a.valid], atol=1e-4)
 
 
 def test_question_names_the_boxes(tiny_qwen2_vl, noise_image):
