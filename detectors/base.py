@@ -233,8 +233,8 @@ class Detector(abc.ABC):
     name: ClassVar[str] = ""
     default_options: ClassVar[dict] = {}
 
-    def __init__(self, vocabulary: str | Vocabulary = "hico-det", options: DetectorOptions | None = None):
-        self.vocabulary = load_vocabulary(vocabulary)
+    def __init__(self, vocabulary: str | Vocabulary | None = "hico-det", options: DetectorOptions | None = None):
+        self.vocabulary = load_vocabulary(vocabulary if vocabulary is not None else "hico-det")  # None: the default
         self.options = options if options is not None else DetectorOptions(**self.default_options)
 
     @classmethod

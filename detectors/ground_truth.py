@@ -50,23 +50,27 @@ class GroundTruthDetector(Detector):
     Args:
         annotations: an annotation file (any format of ``hoi_mllm.data.load_annotations``) or a list
             of :class:`HOISample`.
+        vocabulary: the labels' vocabulary; ``None``: the annotation file's, as the data loaders
+            resolve it (a ``vocabulary.json`` beside the file, as the synthetic world has, else the
+            format's built-in one), or ``hico-det`` for a list of samples.
     """
 
     default_options = NO_FILTER
 
     def __init__(self, annotations: str | Path | Sequence[HOISample] | None = None, *,
-                 vocabulary: str | Vocabulary = "hico-det", options: DetectorOptions | None = None):
-        super().__init__(vocabulary, options)
+                 vocabulary: str | Vocabulary | None = "hico-det", options: DetectorOptions | None = None):
         if annotations is None:
             raise ValueError(f"the {self.name or 'ground-truth'} detector needs annotations=PATH "
                              "(an annotation file of HICO-DET, V-COCO or the synthetic world)")
         if isinstance(annotations, (str, Path)):
-            from hoi_mllm.data import load_annotations
+            from hoi_mllm.data import read_annotations, resolve_vocabulary
 
             what = f"annotation file {annotations}"
-            samples = load_annotations(annotations, vocabulary=self.vocabulary)
+            samples, report = read_annotations(annotations, vocabulary=vocabulary)
+            vocabulary = resolve_vocabulary(annotations, report.format, vocabulary)
         else:
             what, samples = "the given annotations", list(annotations)
+        super().__init__(vocabulary, options)
         self.index = index_samples(samples, self.vocabulary, what)
 
     @classmethod

@@ -80,7 +80,7 @@ class JitterDetector(GroundTruthDetector):
     """Ground truth with seeded box noise, dropped and spurious boxes and score noise.
 
     Args:
-        annotations: annotation file or list of :class:`HOISample` (as ``ground-truth``).
+        annotations: annotation file or list of :class:`HOISample` (as ``ground-truth``; so is ``vocabulary``).
         seed: random seed; with the file name it fixes each image's perturbation.
         box_noise: standard deviation of each coordinate's shift, relative to the box's width/height.
         drop_rate: probability that an annotated box is missed (0..1).
@@ -93,7 +93,7 @@ class JitterDetector(GroundTruthDetector):
     def __init__(self, annotations: str | Path | Sequence[HOISample] | None = None, *, seed: int = 0,
                  box_noise: float = 0.1, drop_rate: float = 0.1, score_noise: float = 0.1, spurious_rate: float = 1.0,
                  spurious_human_fraction: float = 0.5, spurious_max_score: float = 0.8,
-                 vocabulary: str | Vocabulary = "hico-det", options: DetectorOptions | None = None):
+                 vocabulary: str | Vocabulary | None = "hico-det", options: DetectorOptions | None = None):
         super().__init__(annotations, vocabulary=vocabulary, options=options)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"jitter option seed={seed!r}: must be an integer >= 0")

@@ -121,13 +121,14 @@ def resolve_detector(name: str, **options) -> tuple[type[Detector], dict]:
     return cls, options
 
 
-def build_detector(name: str, vocabulary: str | Vocabulary = "hico-det", **options) -> Detector:
+def build_detector(name: str, vocabulary: str | Vocabulary | None = "hico-det", **options) -> Detector:
     """Build a registered detector by name or spec string.
 
     Args:
         name: a registered name (``yolo``, ``hf``, ``hf-open-vocab``, ``ground-truth``, ``file``,
             ``jitter``, ...) or a spec ``"name:key=value,..."``; keyword ``options`` override the spec's.
-        vocabulary: the vocabulary whose object ids the detections' labels are.
+        vocabulary: the vocabulary whose object ids the detections' labels are; ``None``: the adapter's
+            default (``ground-truth`` and ``jitter``: their annotation file's; the others: ``hico-det``).
         options: :class:`DetectorOptions` fields and the adapter's own options.
     Raises:
         ValueError: unknown name or option (naming the allowed ones), or a bad option value.

@@ -308,3 +308,24 @@ def test_cli_generates_reuses_and_refuses(tmp_path, capsys):
     assert main(["synth", "--output", str(out), "--images", "5", "--seed", "5"]) == 1
     assert "--force" in capsys.readouterr().err
     assert main(["synth", "--output", str(out), "--images", "0", "--seed", "5"]) == 1
+
+
+@pytest.mark.parametrize("detector", ["ground-truth", "jitter"])
+def test_cli_detections_on_the_world_take_its_vocabulary(world, tmp_path, capsys, detector):
+    """Without --vocabulary, ground-truth and jitter use the vocabulary.json beside their annotation file."""
+    from hoi_mllm.cli import main
+    from hoi_mllm.detectors import read_detections_file
+
+    vocab = world_vocabulary()
+    ann = world.annotations["test"]
+    out = tmp_path / "dets"
+    assert main(["detections", str(world.image_dirs["test"]), "--detector", f"{detector}:annotations={ann}",
+                 "--output", str(out), "--no-vis"]) == 0
+    entries, header = read_detections_file(out / "detections.json", world.output_dir / "vocabulary.json")
+    assert header["vocabulary"] == vocab.name and len(entries) == N_TEST
+    labels = np.concatenate([e["labels"] for e in entries.values()])
+    assert labels.size and labels.max() < vocab.num_objects
+    # a --vocabulary given by hand still wins (here a wrong one: the world's objects are not HICO-DET's)
+    rc = main(["detections", str(world.image_dirs["test"]), "--detector", f"{detector}:annotations={ann}",
+               "--vocabulary", "hico-det", "--output", str(tmp_path / "other"), "--no-vis"])
+    assert rc == 1 and "hico-det" in capsys.readouterr().err

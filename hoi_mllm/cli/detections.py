@@ -30,7 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="detector option (repeatable), e.g. model=yolov8x.pt, score_threshold=0.3, "
                         "annotations=PATH, path=detections.json")
-    p.add_argument("--vocabulary", default="hico-det", help="vocabulary of the labels: hico-det, vcoco, or a vocabulary.json")
+    p.add_argument("--vocabulary", default=None,
+                   help="vocabulary of the labels: hico-det, vcoco, or a vocabulary.json (default: for ground-truth "
+                        "and jitter the annotation file's, i.e. a vocabulary.json beside it as the synthetic world "
+                        "has, else its format's; for the other detectors hico-det)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--recursive", action="store_true", help="also look for images in sub-folders")
     p.add_argument("--no-vis", action="store_true", help="do not draw pictures")
