@@ -18,6 +18,8 @@ that stops keeps what it finished and can skip those images when it is run again
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ import numpy as np
 
 from hoi_mllm.io import atomic_path, atomic_write_text
 from hoi_mllm.records import HOITriplets
+
+log = logging.getLogger(__name__)
 
 FORMAT = "hoi-mllm/predictions"
 VERSION = 1
@@ -75,6 +79,19 @@ def _check_header(doc: dict, origin: str) -> None:
         raise PredictionsError(f"{origin}: missing 'vocabulary' (a name such as 'hico-det' or 'vcoco')")
 
 
+def _indices(values: list, name: str, where: str) -> np.ndarray:
+    """``[N]`` int64 class indices from JSON numbers; a fraction or a boolean is an error, not truncated."""
+    raw = np.array(values)
+    if raw.dtype.kind in "iu" or not len(values):
+        return raw.astype(np.int64).reshape(-1)
+    if raw.dtype.kind == "f" and np.isfinite(raw).all() and (raw == np.round(raw)).all():
+        return raw.astype(np.int64)  # 8.0 from a writer that emits floats
+    bad = next((k for k, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))
+                or not math.isfinite(v) or v != int(v)), 0)
+    raise PredictionsError(f"{where}: hoi #{bad} has {name} {values[bad]!r}; it must be an integer index "
+                           f"into the vocabulary's {name}s")
+
+
 def parse_image(entry: dict, origin: str, position: int, validate: bool = True) -> HOITriplets:
     """One image object of a predictions file -> :class:`HOITriplets`, validating every entry."""
     where = f"{origin}: image #{position}"
@@ -87,8 +104,8 @@ def parse_image(entry: dict, origin: str, position: int, validate: bool = True) 
     try:
         hb = np.array([h["human_box"] for h in hois], dtype=np.float64).reshape(-1, 4)
         ob = np.array([h["object_box"] for h in hois], dtype=np.float64).reshape(-1, 4)
-        objs = np.array([h["object"] for h in hois], dtype=np.int64)
-        verbs = np.array([h["verb"] for h in hois], dtype=np.int64)
+        objs = _indices([h["object"] for h in hois], "object", where)
+        verbs = _indices([h["verb"] for h in hois], "verb", where)
         scores = np.array([h["score"] for h in hois], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as exc:
         raise PredictionsError(
@@ -154,6 +171,7 @@ def _read_jsonl(text: str, origin: str, validate: bool) -> PredictionsFile:
             entry = json.loads(line)
         except json.JSONDecodeError as exc:
             if n == len(lines):  # a writer stopped mid-line: the rest of the file is intact
+                log.warning("%s: ignoring its last line %d, cut short (an interrupted writer)", origin, n)
                 break
             raise PredictionsError(f"{origin}: line {n} is not valid JSON ({exc})") from exc
         images.append(parse_image(entry, f"{origin}:{n}", len(images), validate))

@@ -58,13 +58,16 @@ def test_json_lines_under_a_json_name_is_read_by_content(tmp_path):
     assert len(read_predictions(other)) == 2
 
 
-def test_writer_resumes_after_a_torn_last_line(tmp_path):
+def test_writer_resumes_after_a_torn_last_line(tmp_path, caplog):
     path = tmp_path / "run" / "predictions.jsonl"
     with PredictionsWriter(path, "hico-det", meta={"detector": "gt"}) as w:
         w.write(image("a.jpg", 2, 0))
         w.write(image("b.jpg", 3, 1))
     with open(path, "a") as f:  # a run killed mid-line
         f.write('{"file_name": "c.jpg", "hois": [{"human_box": [1, 2')
+    with caplog.at_level("WARNING", logger="hoi_mllm.predictions"):
+        assert [im.file_name for im in read_predictions(path).images] == ["a.jpg", "b.jpg"]
+    assert "last line 4, cut short" in caplog.text  # a reader is told, not silently given fewer images
     w = PredictionsWriter(path, "hico-det", meta={"detector": "gt"})
     assert w.done == {"a.jpg", "b.jpg"}
     w.write(image("c.jpg", 1, 2))
@@ -84,6 +87,13 @@ def test_writer_refuses_another_vocabulary(tmp_path):
     with pytest.raises(PredictionsError, match="vocabulary 'hico-det', not 'vcoco'"):
         PredictionsWriter(path, "vcoco")
     assert len(read_predictions(path)) == 1  # nothing already written is lost
+
+
+def test_integral_float_indices_are_accepted(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(_doc([dict(GOOD, object=3.0, verb=7.0)])))
+    im = read_predictions(path).images[1]
+    assert im.objects.tolist() == [3] and im.verbs.tolist() == [7] and im.objects.dtype == np.int64
 
 
 def test_malformed_line_in_the_middle_is_an_error(tmp_path):
@@ -110,6 +120,9 @@ GOOD = {"human_box": [0, 0, 5, 5], "object_box": [1, 1, 4, 4], "object": 3, "ver
     (_doc([dict(GOOD, score=-0.1)]), "has score -0.1"),
     (_doc([{k: v for k, v in GOOD.items() if k != "verb"}]), "every hoi needs human_box"),
     (_doc([dict(GOOD, human_box=[0, 0, 5])]), "every hoi needs human_box"),
+    (_doc([GOOD, dict(GOOD, object=1.5)]), r"hoi #1 has object 1.5; it must be an integer index"),
+    (_doc([dict(GOOD, verb=True)]), r"hoi #0 has verb True; it must be an integer index"),
+    (_doc([dict(GOOD, verb="7")]), r"hoi #0 has verb '7'"),
     (_doc([], format="other"), "'format' is 'other'"),
     (_doc([], version=7), "version 7 not supported"),
     ({"format": "hoi-mllm/predictions", "version": 1, "images": []}, "missing 'vocabulary'"),
