@@ -101,8 +101,10 @@ VCOCO_PROTOCOL = {
     "iou": "agent and role box IoU >= 0.5, +1-pixel box convention (as vsrl_eval.get_overlap)",
     "scenario_1": "ground-truth role absent: the prediction must have no role box (all zeros / NaN)",
     "scenario_2": "ground-truth role absent: the role box is ignored",
-    "unannotated_persons": "not in the 24-class files: a detection matched to none of the annotated agents "
-                           "is a false positive (vsrl_eval skips detections on unannotated persons)",
+    "unlisted_persons": "persons without an action that has a role object (and unannotated ones) are not in "
+                        "the 24-class files, so a detection is matched to the best listed agent only (vsrl_eval "
+                        "matches it to the best of all persons: a false positive there, or skipped for an "
+                        "unannotated person, may be a true positive here)",
 }
 
 

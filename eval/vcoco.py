@@ -22,9 +22,12 @@ Rules (per action-role, per image, detections by descending score):
 
 What the 24-class files of ``../shared/data/vcoco`` allow: they list only (agent, action-role,
 object) instances, all with a role object, so (a) they carry no role-less case and Scenario 1 and
-Scenario 2 give the same number on them (the output says so), and (b) they do not list the COCO
-persons that V-COCO leaves unannotated, which ``vsrl_eval`` skips when a detection's best agent is
-one of them; here such a detection is a false positive. Both scenarios are computed whenever the
+Scenario 2 give the same number on them (the output says so), and (b) they list no person that
+has no action with a role object: neither the persons with only role-less actions nor those V-COCO
+leaves unannotated. Those persons are therefore not candidates here: a detection whose human box
+overlaps one of them best is compared with the best *listed* agent instead, and may be a true
+positive where ``vsrl_eval`` (which takes the best of all persons) would count a false positive, or
+skip it for an unannotated person. Both scenarios are computed whenever the
 annotation carries role-less pairs. Ties in score keep the ground-truth image order, then the
 triplet's position in its image (``vsrl_eval`` uses an unstable sort there).
 """
