@@ -65,6 +65,8 @@ class RecogniserConfig:
         template: prompt template, a built-in name (``default``) or a JSON path.
         max_pairs_per_pass: suffixes per forward in ``cache`` / ``unshared`` mode (more pairs are
             chunked; on out-of-memory the chunk is halved and retried).
+        max_padding: a chunk of suffixes closes before its padding tokens would exceed this share of
+            its padded tokens (0: only rows of one length share a forward; more: fewer, wider forwards).
         shuffle_candidates: in training mode, permute each pair's candidates with a seeded generator.
         seed: seed of the recogniser's own initial weights and of the shuffle generator.
         scale_init, scale_min, scale_max: the learnable cosine scale and its clamp.
@@ -75,6 +77,7 @@ class RecogniserConfig:
     candidate_placement: str = field(default="suffix", metadata={"help": "suffix | prefix"})
     template: str = field(default="default", metadata={"help": "prompt template name or path"})
     max_pairs_per_pass: int = field(default=32, metadata={"help": "suffixes per forward (chunking)"})
+    max_padding: float = field(default=0.1, metadata={"help": "largest share of padding tokens in a chunk"})
     shuffle_candidates: bool = field(default=False, metadata={"help": "shuffle candidates in training"})
     seed: int = field(default=0, metadata={"help": "seed of own weights and shuffling"})
     scale_init: float = field(default=10.0, metadata={"help": "initial cosine scale"})
@@ -90,6 +93,8 @@ class RecogniserConfig:
                              f"allowed: {', '.join(PLACEMENTS)}")
         if int(self.max_pairs_per_pass) < 1:
             raise ValueError(f"max_pairs_per_pass must be >= 1, got {self.max_pairs_per_pass}")
+        if not 0.0 <= float(self.max_padding) < 1.0:
+            raise ValueError(f"max_padding must lie in [0, 1), got {self.max_padding}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,7 +270,7 @@ class HOIRecogniser(nn.Module):
             out = run(embeds[index.to(embeds.device), :w])  # [n, w, D]
             return torch.nn.functional.pad(out, (0, 0, 0, width - w))
 
-        return run_chunks(rows, length_chunks(lengths, self.config.max_pairs_per_pass))
+        return run_chunks(rows, length_chunks(lengths, self.config.max_pairs_per_pass, self.config.max_padding))
 
     def _suffix_placement(self, enc, objects, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
         ids_of = self.prompt_ids
