@@ -158,3 +158,12 @@ def test_a_strip_image_gets_predictions_and_a_bounded_picture(tmp_path):
     with Image.open(out / "vis" / "strip.jpg") as pic:
         assert max(pic.size) <= 4096 and pic.size[0] > pic.size[1]
     assert (out / "vis" / "scene.jpg").exists()
+
+
+def test_output_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    images = tmp_path / "images"
+    annotations = write_annotations(images)
+    (tmp_path / "taken").write_text("a file")
+    assert run_detect([images], tmp_path / "taken", "--detector", "ground-truth", "--detector-option",
+                      f"annotations={annotations}", model=str(tmp_path / "no_such_model")) == 1
+    assert "is a file, expected a folder" in capsys.readouterr().err  # not the missing model: checked first

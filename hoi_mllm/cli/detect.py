@@ -113,7 +113,7 @@ def _check_resumable(path: Path, settings: dict) -> bool:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from hoi_mllm.cli import parse_key_values
+    from hoi_mllm.cli import output_folder, parse_key_values
     from hoi_mllm.cli.detections import collect_images, detect_images, nothing_processed, vis_names
     from hoi_mllm.detectors import build_detector
     from hoi_mllm.io import atomic_path
@@ -123,6 +123,7 @@ def run(args) -> int:
 
     _check_args(args)
     files = collect_images(args.inputs, args.recursive)
+    out_dir = output_folder(args.output)  # before the model loads: a bad --output fails at once
     options = parse_key_values(args.detector_option, what="--detector-option")
     recogniser, saved = load_recogniser(args.model, args.vocabulary, args.mode, args.device, args.dtype)
     vocabulary = recogniser.vocabulary
@@ -135,8 +136,6 @@ def run(args) -> int:
     if args.max_pairs is not None:
         pipeline.pair_config = replace(pipeline.pair_config, max_pairs=args.max_pairs)
 
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode,
             "settings": _settings(args, options, pipeline)}
     resume = not args.force and _check_resumable(out_dir / "predictions.jsonl", meta["settings"])
