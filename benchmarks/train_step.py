@@ -21,6 +21,14 @@ wall time and used for the ratios (robust to a shared machine). Ratios are again
 ``qwen2.5-vl-3b`` has random weights of the real Qwen2.5-VL-3B-Instruct configuration (written in
 ``benchmarks/recognizer.py``), saved once to a temporary folder so that QLoRA can load it in 4-bit.
 Weights are random: compute and memory do not depend on their values.
+
+``--teacher`` adds the recipes' teacher (``teacher.kind: likelihood``, the frozen base in training-free
+mode), as the trainer builds it: for LoRA the student's own backbone with the adapter disabled
+(:func:`hoi_mllm.finetune.teacher.shares_base`; the extra memory is a frozen copy of the projector),
+for QLoRA and full fine-tuning a second copy of the base (4-bit for QLoRA). Only every other pair is
+then annotated, and the interactiveness threshold is 0, so each image has the recipes' maximum of
+``matcher.top_k`` potential pairs for the teacher to score; its cache is cleared before every step
+(the first epoch's cost: later epochs read the cached scores).
 """
 from __future__ import annotations
 
@@ -63,9 +71,10 @@ def save_base(config: str, folder: Path, dtype: torch.dtype) -> Path:
     return folder
 
 
-def batch(vocab, images: int, pairs: int, seed: int = 0):
-    """``images`` random images, each with 4 persons x ``pairs / 4`` objects, every person-object pair
-    annotated with one of its object's classes (so every proposal is a seen pair)."""
+def batch(vocab, images: int, pairs: int, seed: int = 0, every: int = 1):
+    """``images`` random images, each with 4 persons x ``pairs / 4`` objects, every ``every``-th person-object
+    pair annotated with one of its object's classes (``every`` 1: every proposal is a seen pair; 2: half are
+    left for the second matching stage, i.e. potential pairs)."""
     from PIL import Image
 
     from hoi_mllm.data.sample import HOISample
@@ -82,7 +91,7 @@ def batch(vocab, images: int, pairs: int, seed: int = 0):
         wh = rng.uniform(30, IMAGE_SIDE * 0.3, (4 + n_obj, 2))
         labels = np.array([vocab.human_object] * 4 + list(rng.choice(objects, n_obj)))
         h, o = np.meshgrid(np.arange(4), np.arange(4, 4 + n_obj), indexing="ij")
-        h, o = h.ravel()[:pairs], o.ravel()[:pairs]
+        h, o = h.ravel()[:pairs:every], o.ravel()[:pairs:every]
         classes = [(int(rng.choice(vocab.classes_for_object(int(labels[k])))),) for k in o]
         sample = HOISample(f"bench_{i}.png", (IMAGE_SIDE, IMAGE_SIDE), np.concatenate([xy, xy + wh], 1).astype(np.float32),
                            labels.astype(np.int64), h.astype(np.int64), o.astype(np.int64),
@@ -96,7 +105,8 @@ def worker(args) -> dict:
     from hoi_mllm.finetune.config import AdapterConfig, LossConfig, MatcherConfig, OptimConfig, PairsConfig
     from hoi_mllm.finetune.model import apply_adapter, parameter_counts
     from hoi_mllm.finetune.step import TrainingStep
-    from hoi_mllm.finetune.teacher import NoTeacher
+    from hoi_mllm.finetune.config import load_config
+    from hoi_mllm.finetune.teacher import LikelihoodTeacher, NoTeacher, build_teacher, shares_base
     from hoi_mllm.finetune.trainer import make_optimizer
     from hoi_mllm.models.loading import load_backbone
     from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
@@ -116,9 +126,21 @@ def worker(args) -> dict:
     vocab = load_vocabulary("hico-det")
     rec = HOIRecogniser(backbone, vocab, RecogniserConfig(sap=SAPConfig(hidden_size=256))).train()
     pairs = PairsConfig(proposal=PairProposalConfig(max_pairs=None, human_human=False))
-    step = TrainingStep(rec, frozenset(range(vocab.num_classes)), pairs, MatcherConfig(), LossConfig(), NoTeacher(vocab))
+    teacher, teacher_kind = NoTeacher(vocab), "none"
+    if args.teacher:
+        # the recipe's teacher for this method, by the trainer's own rule
+        recipe = load_config("hico_det", {"adapter.method": adapter.method,
+                                          "model.quantization": "4bit" if method == "qlora" else None})
+        if shares_base(recipe):
+            teacher, teacher_kind = build_teacher(recipe.teacher, vocab, rec, share_base=True), "shared"
+        else:
+            copy = load_backbone(args.base, dtype=dtype, device_map=str(device), quantization=recipe.model.quantization)
+            teacher, teacher_kind = LikelihoodTeacher(copy, vocab, recipe.teacher.temperature), "copy"
+    matcher = MatcherConfig(interactiveness_threshold=0.0) if args.teacher else MatcherConfig()
+    step = TrainingStep(rec, frozenset(range(vocab.num_classes)), pairs, matcher, LossConfig(), teacher)
     optimizer, _ = make_optimizer(rec, OptimConfig(lr=1e-4), 1000)
-    items = batch(vocab, args.images, args.pairs)
+    items = batch(vocab, args.images, args.pairs, every=2 if args.teacher else 1)
+    potential = 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.autocast(
         device.type, enabled=False)
     times, cpu_times = [], []
@@ -127,9 +149,11 @@ def worker(args) -> dict:
             torch.cuda.synchronize()
             if i == args.warmup:
                 torch.cuda.reset_peak_memory_stats()
+        teacher._cache.clear()  # every image new to the teacher, as in the first epoch
         wall, cpu = time.perf_counter(), time.process_time()
         with autocast:
             terms = step(items)
+        potential = int(terms.potential_pairs)
         terms.total.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -144,7 +168,7 @@ def worker(args) -> dict:
     return {"method": method, "step_s": float(np.median(times)), "cpu_s": float(np.median(cpu_times)),
             "peak_bytes": int(peak), "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS",
             "trainable": counts["trainable"], "total": counts["total"], "loss": float(terms.total.detach()),
-            "pairs_per_step": int(terms.pairs)}
+            "pairs_per_step": int(terms.pairs), "teacher": teacher_kind, "potential_pairs": potential}
 
 
 def main(argv=None) -> int:
@@ -158,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps per method (median kept)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--teacher", action="store_true",
+                   help="include the recipes' likelihood teacher (shared base for LoRA, a second copy otherwise)")
     p.add_argument("--base", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -181,6 +207,8 @@ def main(argv=None) -> int:
                    "--steps", str(args.steps), "--warmup", str(args.warmup)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
+            if args.teacher:
+                cmd.append("--teacher")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -194,11 +222,12 @@ def main(argv=None) -> int:
     ref = next((r for r in results if r["method"] == "lora"), results[0])
     print(f"training step: {args.config} on {args.device} ({args.dtype}), {args.images} images x {args.pairs} pairs, "
           f"gradient checkpointing, median of {args.steps} steps")
-    print(f"{'method':<6} {'wall s/step':>11} {'cpu s/step':>10} {'peak GiB':>9} {'trainable':>13} {'time/LoRA':>9} "
-          f"{'mem/LoRA':>8}  (peak = {results[0]['peak_kind']})")
+    print(f"{'method':<6} {'teacher':>7} {'potential':>9} {'wall s/step':>11} {'cpu s/step':>10} {'peak GiB':>9} "
+          f"{'trainable':>13} {'time/LoRA':>9} {'mem/LoRA':>8}  (peak = {results[0]['peak_kind']})")
     for r in results:
-        print(f"{r['method']:<6} {r['step_s']:>11.3f} {r['cpu_s']:>10.3f} {r['peak_bytes'] / 2**30:>9.2f} "
-              f"{r['trainable']:>13,} {r[key] / ref[key]:>9.2f} {r['peak_bytes'] / ref['peak_bytes']:>8.2f}")
+        print(f"{r['method']:<6} {r['teacher']:>7} {r['potential_pairs']:>9} {r['step_s']:>11.3f} {r['cpu_s']:>10.3f} "
+              f"{r['peak_bytes'] / 2**30:>9.2f} {r['trainable']:>13,} {r[key] / ref[key]:>9.2f} "
+              f"{r['peak_bytes'] / ref['peak_bytes']:>8.2f}")
     return 0
 
 

@@ -8,7 +8,10 @@ text; no unseen *label* is ever read: a teacher sees the image, the boxes and th
 ``likelihood``
     the frozen base MLLM in training-free mode (:class:`~hoi_mllm.models.likelihood.LikelihoodScorer`):
     length-normalised log-likelihood of each phrase as the answer, softmax with a temperature.
-    Deterministic, so scores are cached per (image, pair boxes).
+    Deterministic, so scores are cached per (image, pair boxes). Without ``teacher.model`` the base is
+    the student's own, and where that is exact (:func:`shares_base`) the teacher scores with the
+    student's backbone seen as its base (:class:`FrozenBaseView`: LoRA disabled, the other trained base
+    weights swapped for copies taken before training) instead of loading the base a second time.
 ``clip``
     a transformers ``CLIPModel``: the pair's union crop against ``clip_prompt`` texts of the
     candidates, ``softmax(logit_scale * cos / T)`` (EoID's teacher). Cached likewise.
@@ -22,6 +25,7 @@ text; no unseen *label* is ever read: a teacher sees the image, the boxes and th
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from typing import Hashable, Sequence
 
 import torch
@@ -94,23 +98,101 @@ class NoTeacher(Teacher):
         return torch.full((k, 0), -1, dtype=torch.long), torch.zeros(k, 0)
 
 
-class LikelihoodTeacher(Teacher):
-    """The frozen base MLLM in training-free mode (softmax over a pair's candidates, temperature ``T``)."""
+def shares_base(config) -> bool:
+    """Whether the likelihood teacher can score with the student's own backbone (:class:`FrozenBaseView`) and
+    give exactly the scores of a separately loaded base (``config``: a ``FinetuneConfig``).
 
-    def __init__(self, backbone, vocabulary, temperature: float = 1.0, max_rows_per_pass: int = 64):
+    Exact when the teacher's base is the student's (``teacher.model`` null), the language model trains
+    through LoRA only (disabling the adapter gives back the base; ``full`` changes the base itself), no
+    language warm-up changed the base before training (``model.pretrain_steps`` 0) and the base is not
+    quantized (``prepare_model_for_kbit_training`` casts the student's norms to float32, so its scores
+    differ from a freshly loaded 4-bit base's in the last digits). Otherwise a second copy is loaded.
+    """
+    return (config.teacher.kind == "likelihood" and config.teacher.model is None and config.adapter.method == "lora"
+            and not config.model.pretrain_steps and config.model.quantization is None)
+
+
+class FrozenBaseView:
+    """The student's backbone as its frozen base: a context in which it computes what the base did.
+
+    Inside :meth:`active`, every peft adapter of the model is disabled (LoRA and ``modules_to_save``
+    give the original weights) and every other base weight that trains (projector, vision tower) is
+    replaced, in its module's parameter table, by a frozen copy taken when the view was made, i.e.
+    before training; the model is in eval mode. On leaving, the student's own parameter objects go
+    back, untouched (its autograd graph still holds them), and the mode is restored. The copies cost
+    what those parts weigh (a projector: a few percent of the base), not a second base.
+    """
+
+    def __init__(self, backbone):
+        from peft import PeftModel
+
+        self.backbone = backbone
+        model = backbone.model
+        self.adapters = [m for m in model.modules() if isinstance(m, PeftModel)]
+        # (module, name) -> frozen copy; LoRA and modules_to_save weights are the adapters' business
+        self.frozen: dict[tuple[nn.Module, str], nn.Parameter] = {}
+        for module_name, module in model.named_modules():
+            if "lora_" in module_name or "modules_to_save" in module_name:
+                continue
+            for name, p in module.named_parameters(recurse=False):
+                if p.requires_grad:
+                    self.frozen[(module, name)] = nn.Parameter(p.detach().clone(), requires_grad=False)
+
+    @contextmanager
+    def active(self):
+        model = self.backbone.model
+        was_training = model.training
+        own = {}
+        try:
+            with torch.no_grad():
+                for (module, name), copy in self.frozen.items():
+                    own[(module, name)] = current = module._parameters[name]
+                    if copy.dtype != current.dtype or copy.device != current.device:  # e.g. cast by an engine
+                        copy.data = copy.data.to(current.device, current.dtype)
+                    module._parameters[name] = copy
+            model.eval()
+            with _disabled(self.adapters):
+                yield self.backbone
+        finally:
+            for (module, name), param in own.items():
+                module._parameters[name] = param
+            model.train(was_training)
+
+
+@contextmanager
+def _disabled(adapters: list):
+    if not adapters:
+        yield
+        return
+    with adapters[0].disable_adapter(), _disabled(adapters[1:]):
+        yield
+
+
+class LikelihoodTeacher(Teacher):
+    """The frozen base MLLM in training-free mode (softmax over a pair's candidates, temperature ``T``).
+
+    ``backbone`` is a separately loaded base (frozen here), or ``view`` the student's backbone seen as
+    its base (:class:`FrozenBaseView`; the student's weights are left as they are).
+    """
+
+    def __init__(self, backbone, vocabulary, temperature: float = 1.0, max_rows_per_pass: int = 64,
+                 view: FrozenBaseView | None = None):
         from hoi_mllm.models.likelihood import LikelihoodConfig, LikelihoodScorer
 
         super().__init__(vocabulary)
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        backbone.eval()
+        self.view = view
+        if view is None:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
+            backbone.eval()
         self.scorer = LikelihoodScorer(backbone, vocabulary, LikelihoodConfig(
             normalisation="softmax", temperature=temperature, max_rows_per_pass=max_rows_per_pass))
         self.everything = frozenset(range(vocabulary.num_classes))
 
     @torch.no_grad()
     def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
-        out = self.scorer.recognise(image, pairs, allowed_classes=self.everything)
+        with self.view.active() if self.view is not None else nullcontext():
+            out = self.scorer.recognise(image, pairs, allowed_classes=self.everything)
         return out.candidates.cpu(), out.verb_scores.float().cpu()
 
 
@@ -219,20 +301,28 @@ class EMATeacher(Teacher):
             self.shadow[n].copy_(t)
 
 
-def build_teacher(config: TeacherConfig, vocabulary, recogniser: nn.Module, load_base=None) -> Teacher:
+def build_teacher(config: TeacherConfig, vocabulary, recogniser: nn.Module, load_base=None,
+                  share_base: bool = False) -> Teacher:
     """The teacher a config asks for.
 
     Args:
         config: :class:`~hoi_mllm.finetune.config.TeacherConfig`.
-        recogniser: the student (for ``ema``).
+        recogniser: the student (for ``ema``, and ``likelihood`` with ``share_base``).
         load_base: ``load_base(name_or_None) -> Backbone``: loads the teacher MLLM (``likelihood``);
             ``None`` means the student's base model, as configured.
+        share_base: ``likelihood``: score with the student's backbone as its base (:class:`FrozenBaseView`)
+            instead of loading it again; only where :func:`shares_base` says that is exact. Build the teacher
+            before training moves any weight: the view copies the trained base weights as they are.
     """
     if config.kind == "none":
         return NoTeacher(vocabulary)
     if config.kind == "ema":
         return EMATeacher(recogniser, vocabulary, config.ema_decay)
     if config.kind == "likelihood":
+        if share_base:
+            backbone = recogniser.backbone
+            return LikelihoodTeacher(backbone, vocabulary, config.temperature, config.max_rows_per_pass,
+                                     view=FrozenBaseView(backbone))
         if load_base is None:
             raise ValueError("the likelihood teacher needs a loader of its base model")
         return LikelihoodTeacher(load_base(config.model), vocabulary, config.temperature, config.max_rows_per_pass)

@@ -47,7 +47,7 @@ from hoi_mllm.finetune.data import BatchStream, TrainingData, cache_path, detect
 from hoi_mllm.finetune.model import base_fingerprint, base_loader, build_student, parameter_counts, trainable_state
 from hoi_mllm.finetune.monitor import LOSS_KEYS, RunMonitor
 from hoi_mllm.finetune.step import TrainingStep, TrainItem
-from hoi_mllm.finetune.teacher import build_teacher
+from hoi_mllm.finetune.teacher import build_teacher, shares_base
 from hoi_mllm.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class Trainer:
         if ckpt is not None:
             check_base(ckpt, fingerprint)
         load_base = base_loader(cfg.model, vocab, accelerator.device)
-        teacher = build_teacher(cfg.teacher, vocab, recogniser, load_base)
+        teacher = build_teacher(cfg.teacher, vocab, recogniser, load_base, share_base=shares_base(cfg))
         step_module = TrainingStep(recogniser, vocab.seen_classes(data.split), cfg.pairs, cfg.matcher, cfg.loss,
                                    teacher, cfg.train.seed)
         optimizer, scheduler = make_optimizer(recogniser, cfg.optim, cfg.train.steps)
