@@ -145,9 +145,11 @@ class PairsConfig:
     source: str = _help("ground-truth | detector | both", default="ground-truth")
     detector: str | None = _help("detector spec NAME[:key=value,...] (see hoi_mllm.detectors) for detector/both",
                                  default=None)
-    cache: str | None = _help("detections cache (hoi-mllm/detections file; null: RUN/pairs/<detector>_<data>.json)",
-                              default=None)
-    recompute: bool = _help("run the detector again even when the cache exists", default=False)
+    cache: str | None = _help("detections cache (hoi-mllm/detections file; null: one per detector and dataset, "
+                              "shared by runs: $HOI_MLLM_CACHE/pairs/<detector>_<data>_<hash>.json, "
+                              "HOI_MLLM_CACHE defaulting to ~/.cache/hoi_mllm)", default=None)
+    recompute: bool = _help("run the detector again on every image even when the cache has them (rewrites it)",
+                            default=False)
     dedupe_iou: float = _help("both: drop a detected box overlapping a same-label annotated box at this IoU",
                               default=0.7)
     max_train_pairs: int | None = _help("pairs per image kept for a training step (all seen first, then a "

@@ -112,52 +112,58 @@ def merge_detections(annotated: Detections, detected: Detections, dedupe_iou: fl
     return Detections.cat([annotated, detected[keep]])
 
 
-def cache_path(config: PairsConfig, run_dir: Path, data_source: str) -> Path:
-    """Where the detections of a detector over a dataset are cached."""
+def cache_path(config: PairsConfig, data_source: str) -> Path:
+    """Where the detections of a detector over a dataset are cached: ``pairs.cache``, else one file per
+    (detector spec, annotations file) under ``$HOI_MLLM_CACHE/pairs`` (default ``~/.cache/hoi_mllm``),
+    shared by every run over that dataset (each zero-shot recipe trains on the same images)."""
+    from hoi_mllm.env import cache_dir
+
     if config.cache:
         return Path(config.cache)
     spec = str(config.detector)
     tag = hashlib.sha256(f"{spec}|{Path(data_source).resolve()}".encode()).hexdigest()[:10]
     name = spec.split(":", 1)[0].replace("/", "_")
-    return run_dir / "pairs" / f"{name}_{Path(data_source).stem}_{tag}.json"
+    return cache_dir() / "pairs" / f"{name}_{Path(data_source).stem}_{tag}.json"
 
 
 def detector_detections(config: PairsConfig, samples: list[HOISample], vocabulary, cache: Path,
                         progress: bool = True) -> dict[str, Detections]:
-    """The detector's detections of every sample, from the cache or by running it once (then cached).
+    """The detector's detections of every sample: from the cache, the detector run on the images the cache
+    lacks only (then added to it); ``pairs.recompute`` runs it on every image and rewrites the cache.
 
     Returns ``file_name -> Detections`` (labels are object ids of ``vocabulary``).
     """
     from hoi_mllm.detectors import build_detector, detector_class, parse_detector_spec
     from hoi_mllm.detectors.file import read_detections_file, write_detections_file
 
-    names = [s.file_name for s in samples]
+    cached: dict[str, Detections] = {}
     if cache.is_file() and not config.recompute:
         entries, header = read_detections_file(cache, vocabulary)
-        missing = [n for n in names if n not in entries]
         if header.get("detector") not in (None, config.detector):
             log.warning("%s was written by detector %r, the config names %r", cache, header.get("detector"),
                         config.detector)
-        if not missing:
-            log.info("training detections from the cache %s", cache)
-            return {n: Detections.create(e["boxes"], e["scores"], e["labels"], e["image_size"] or (0, 0),
-                                         vocabulary.name) for n, e in entries.items() if n in set(names)}
-        log.warning("the cache %s lacks %d of the training images (e.g. %s); running the detector again",
-                    cache, len(missing), missing[0])
+        cached = {n: Detections.create(e["boxes"], e["scores"], e["labels"], e["image_size"] or (0, 0),
+                                       vocabulary.name) for n, e in entries.items()}
+    todo = [s for s in samples if s.file_name not in cached]
+    if not todo:
+        log.info("training detections from the cache %s", cache)
+        return {s.file_name: cached[s.file_name] for s in samples}
+    if cached:
+        log.info("the cache %s lacks %d of the training images (e.g. %s); detecting those", cache, len(todo),
+                 todo[0].file_name)
     name, options = parse_detector_spec(str(config.detector))
     if "annotations" in detector_class(name).own_options() and "annotations" not in options:
         options["annotations"] = samples  # ground-truth-keyed detectors (jitter) read the training samples
     detector = build_detector(name, vocabulary=vocabulary, **options)
-    out: dict[str, Detections] = {}
     step = max(1, detector.options.batch_size)
-    for start in tqdm(range(0, len(samples), step), desc=f"detecting ({name})", unit="batch", disable=not progress):
-        batch = samples[start:start + step]
+    for start in tqdm(range(0, len(todo), step), desc=f"detecting ({name})", unit="batch", disable=not progress):
+        batch = todo[start:start + step]
         images = [s.load_image() for s in batch]
         for s, d in zip(batch, detector(images, [s.file_name for s in batch])):
-            out[s.file_name] = d
-    write_detections_file(cache, out, vocabulary.name, detector=config.detector)
-    log.info("wrote the training detections of %d images to %s", len(out), cache)
-    return out
+            cached[s.file_name] = d
+    write_detections_file(cache, cached, vocabulary.name, detector=config.detector)
+    log.info("wrote the training detections of %d images (%d new) to %s", len(cached), len(todo), cache)
+    return {s.file_name: cached[s.file_name] for s in samples}
 
 
 def training_detections(config: PairsConfig, sample: HOISample, image_size, detected: dict[str, Detections] | None,

@@ -14,10 +14,12 @@ Run folder::
     history.jsonl        logged loss terms and evaluations (monitor.py)
     tensorboard/         TensorBoard event files
     checkpoints/         step_XXXXXXX/ (checkpoint.py), the last train.keep_checkpoints
-    pairs/               cached detections of the training images (pairs.source detector / both)
     final/               the fine-tuned recogniser (HOIPipeline folder)
     loss_curve.png       the loss terms (and evaluation mAP) against the step
     summary.json         steps, time, images/s, final evaluation
+
+The detector's boxes of the training images (``pairs.source`` detector / both) are cached once per
+(detector, dataset) outside the run folder, shared by runs (:func:`~hoi_mllm.finetune.data.cache_path`).
 """
 from __future__ import annotations
 
@@ -220,7 +222,7 @@ class Trainer:
         data = load_training_data(self.config.data)
         detected = None
         if self.config.pairs.source != "ground-truth":
-            cache = cache_path(self.config.pairs, self.run_dir, data.source)
+            cache = cache_path(self.config.pairs, data.source)
             with accelerator.main_process_first():
                 detected = detector_detections(self.config.pairs, data.train, data.vocabulary, cache,
                                                self.progress and accelerator.is_main_process)

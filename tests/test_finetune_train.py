@@ -146,22 +146,48 @@ def test_non_finite_loss_names_the_step_and_images(world, tmp_path):
         finetune(cfg, tmp_path / "run", progress=False)
 
 
-def test_detector_pairs_are_cached_and_recomputed_on_request(world, tmp_path):
+def test_detector_pairs_are_cached_once_per_dataset_topped_up_and_recomputed_on_request(world, tmp_path,
+                                                                                         monkeypatch):
+    import hoi_mllm.detectors as detectors
+    from hoi_mllm.finetune.data import cache_path, detector_detections, load_training_data
+
+    monkeypatch.setenv("HOI_MLLM_CACHE", str(tmp_path / "cache"))
     cfg = small(world, **{"pairs.source": "both", "pairs.detector": "jitter:seed=1,spurious_rate=2.0",
                           "train.steps": 2})
     finetune(cfg, tmp_path / "run", progress=False)
-    caches = list((tmp_path / "run" / "pairs").glob("jitter_*.json"))
-    assert len(caches) == 1
+    caches = list((tmp_path / "cache" / "pairs").glob("jitter_*.json"))
+    assert len(caches) == 1 and not (tmp_path / "run" / "pairs").exists()  # beside no run: shared
     doc = json.loads(caches[0].read_text())
     assert doc["format"] == "hoi-mllm/detections" and doc["detector"] == cfg.pairs.detector
     assert len(doc["images"]) == 20  # the training images (24 minus 4 held out)
     stamp = caches[0].stat().st_mtime_ns
-    cached = dataclasses.replace(cfg, pairs=dataclasses.replace(cfg.pairs, cache=str(caches[0])))
-    finetune(cached, tmp_path / "run2", progress=False)
-    assert caches[0].stat().st_mtime_ns == stamp  # read, not rewritten
-    again = dataclasses.replace(cfg, pairs=dataclasses.replace(cfg.pairs, cache=str(caches[0]), recompute=True))
-    finetune(again, tmp_path / "run3", progress=False)
-    assert caches[0].stat().st_mtime_ns != stamp
+    finetune(cfg, tmp_path / "run2", progress=False)  # another run over the same dataset reads it
+    assert caches[0].stat().st_mtime_ns == stamp
+    # a cache lacking 3 images: the detector sees those 3 only, the others' entries stay as they were
+    seen = []
+    build = detectors.build_detector
+
+    def counting(*args, **kwargs):
+        detector = build(*args, **kwargs)
+        call = detector.__call__
+        return type("Counting", (), {"options": detector.options,
+                                     "__call__": lambda self, images, names: seen.extend(names) or call(images, names)})()
+
+    monkeypatch.setattr(detectors, "build_detector", counting)
+    dropped = [im["file_name"] for im in doc["images"][:3]]
+    caches[0].write_text(json.dumps({**doc, "images": doc["images"][3:]}))
+    data = load_training_data(cfg.data)
+    assert cache_path(cfg.pairs, data.source) == caches[0]
+    detector_detections(cfg.pairs, data.train, data.vocabulary, caches[0], progress=False)
+    assert sorted(seen) == sorted(dropped)
+    topped = json.loads(caches[0].read_text())
+    assert len(topped["images"]) == 20
+    kept = {im["file_name"]: im for im in doc["images"][3:]}
+    assert all(im == kept[im["file_name"]] for im in topped["images"] if im["file_name"] in kept)
+    seen.clear()
+    again = dataclasses.replace(cfg.pairs, recompute=True)
+    detector_detections(again, data.train, data.vocabulary, caches[0], progress=False)
+    assert len(seen) == 20  # recompute: every image
 
 
 def test_final_model_loads_in_detect(world, tmp_path):
