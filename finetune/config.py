@@ -27,7 +27,7 @@ from hoi_mllm.finetune.schema import (
     read_yaml,
     to_dict,
 )
-from hoi_mllm.models.presets import PRESETS
+from hoi_mllm.models.presets import PRESETS, tiny_spec
 from hoi_mllm.models.recogniser import RecogniserConfig
 from hoi_mllm.pairs import PairProposalConfig
 
@@ -84,6 +84,11 @@ class ModelConfig:
         check_range(self.pretrain_steps, "model.pretrain_steps", 0)
         if self.pretrain_steps and self.base not in PRESETS:
             raise ConfigError("model.pretrain_steps is for tiny random presets; a checkpoint is pretrained already")
+        if self.base in PRESETS:
+            try:  # here, not when the model is built: a typo should stop the run before any data is read
+                tiny_spec(self.preset_overrides)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"model.preset_overrides: {exc}") from exc
         if self.recogniser.sap.num_pair_tokens > self.num_pair_tokens:
             raise ConfigError(f"model.recogniser.sap.num_pair_tokens ({self.recogniser.sap.num_pair_tokens}) "
                               f"exceeds model.num_pair_tokens ({self.num_pair_tokens})")

@@ -77,6 +77,10 @@ def test_overrides_types_and_inheritance(tmp_path):
     ({"model.quantization": "4bit", "adapter.method": "full"}, "needs adapter.method=lora"),
     ({"model.quantization": "3bit"}, "allowed: None, 4bit, 8bit"),
     ({"eval.every": 10}, "no validation images"),
+    ({"model.base": "tiny-qwen2.5-vl", "model.preset_overrides": {"hiden_size": 32}},
+     "model.preset_overrides: unknown tiny-preset override.*'hiden_size'.*allowed: .*hidden_size"),
+    ({"model.base": "tiny-qwen2.5-vl", "model.preset_overrides": {"hidden_size": 30}},
+     "model.preset_overrides: hidden_size must divide by num_attention_heads"),
 ])
 def test_bad_values_name_the_allowed_ones(overrides, message):
     with pytest.raises(ConfigError, match=message):
