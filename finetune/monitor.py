@@ -15,9 +15,14 @@ LOSS_KEYS = ("loss", "verb", "distill", "inter")
 
 
 class RunMonitor:
-    """History, TensorBoard and the loss curve of one run (the main process only writes)."""
+    """History, TensorBoard and the loss curve of one run (the main process only writes).
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True):
+    ``purge_step``: on resume, the checkpoint's step + 1; TensorBoard then drops the events an
+    interrupted run wrote from that step on, so no step appears twice (as :meth:`resume` does for
+    the history).
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "history.jsonl"
         self.enabled = enabled
@@ -26,7 +31,7 @@ class RunMonitor:
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
 
     def resume(self, step: int) -> None:
         """Keep the rows up to ``step`` (a checkpoint's), drop the rest."""

@@ -264,7 +264,8 @@ class Trainer:
         # one by one, accelerator.backward would call a missing engine); the scheduler stays ours, stepped
         # once per optimiser step
         model, optimizer = accelerator.prepare(step_module, optimizer, device_placement=[False, None])
-        monitor = RunMonitor(self.run_dir, cfg.train.tensorboard, enabled=main)
+        monitor = RunMonitor(self.run_dir, cfg.train.tensorboard, enabled=main,
+                             purge_step=ckpt.step + 1 if ckpt is not None else None)
         start_step, batch_index = 0, 0
         if ckpt is not None:
             teacher_state, state = load_checkpoint(ckpt, recogniser, optimizer, scheduler, accelerator.process_index,

@@ -84,6 +84,17 @@ def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(world, tm
     assert np.allclose(la, lb, atol=1e-6)
 
 
+def test_tensorboard_after_a_resume_holds_each_step_once(world, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small(world, **{"train.steps": 4, "train.checkpoint_every": 2, "train.tensorboard": True})
+    finetune(cfg, tmp_path / "run", progress=False, stop_after=3)  # logs step 3 after the checkpoint at 2
+    finetune(cfg, tmp_path / "run", resume=True, progress=False)  # logs steps 3 and 4 again
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+
+
 def test_bad_input_fails_before_training(world, tmp_path, monkeypatch):
     import hoi_mllm.finetune.trainer as trainer
 
