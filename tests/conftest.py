@@ -6,6 +6,8 @@ from pathlib import Path
 for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE"):
     os.environ[_key] = "1"
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "hoi_mllm_tests_yolo"))
+# caches the code shares across runs (detector pairs) go to a folder of this test session, not ~/.cache
+os.environ["HOI_MLLM_CACHE"] = tempfile.mkdtemp(prefix="hoi_mllm_tests_cache_")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
