@@ -115,13 +115,21 @@ def merge_detections(annotated: Detections, detected: Detections, dedupe_iou: fl
 def cache_path(config: PairsConfig, data_source: str) -> Path:
     """Where the detections of a detector over a dataset are cached: ``pairs.cache``, else one file per
     (detector spec, annotations file) under ``$HOI_MLLM_CACHE/pairs`` (default ``~/.cache/hoi_mllm``),
-    shared by every run over that dataset (each zero-shot recipe trains on the same images)."""
+    shared by every run over that dataset (each zero-shot recipe trains on the same images). The file
+    name carries the stamps (size, modification time) of the annotations file and of any file the
+    detector spec names, so a rewritten dataset (a synthetic world generated again in place) or new
+    weights get a cache of their own instead of stale detections."""
+    from hoi_mllm.detectors import parse_detector_spec
     from hoi_mllm.env import cache_dir
+    from hoi_mllm.eval.detection_cache import file_stamp
 
     if config.cache:
         return Path(config.cache)
     spec = str(config.detector)
-    tag = hashlib.sha256(f"{spec}|{Path(data_source).resolve()}".encode()).hexdigest()[:10]
+    files = [Path(data_source)] + [Path(v) for v in parse_detector_spec(spec)[1].values()
+                                   if isinstance(v, (str, Path)) and Path(v).is_file()]
+    stamps = "|".join(f"{f.resolve()}={file_stamp(f)}" for f in files if f.is_file())
+    tag = hashlib.sha256(f"{spec}|{Path(data_source).resolve()}|{stamps}".encode()).hexdigest()[:10]
     name = spec.split(":", 1)[0].replace("/", "_")
     return cache_dir() / "pairs" / f"{name}_{Path(data_source).stem}_{tag}.json"
 

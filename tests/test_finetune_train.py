@@ -201,6 +201,24 @@ def test_detector_pairs_are_cached_once_per_dataset_topped_up_and_recomputed_on_
     assert len(seen) == 20  # recompute: every image
 
 
+def test_pairs_cache_is_a_new_file_when_the_dataset_or_detector_weights_change(tmp_path, monkeypatch):
+    from hoi_mllm.finetune.config import PairsConfig
+    from hoi_mllm.finetune.data import cache_path
+
+    monkeypatch.setenv("HOI_MLLM_CACHE", str(tmp_path / "cache"))
+    data, weights = tmp_path / "train.json", tmp_path / "det.pt"
+    data.write_text("{}")
+    weights.write_bytes(b"weights")
+    config = PairsConfig(source="detector", detector=f"yolo:model={weights}")
+    first = cache_path(config, str(data))
+    assert first == cache_path(config, str(data)) and first.parent == tmp_path / "cache" / "pairs"
+    data.write_text('{"rewritten": true}')  # a dataset generated again in place: never its stale detections
+    second = cache_path(config, str(data))
+    assert second != first
+    weights.write_bytes(b"other weights!")  # new weights under the same name
+    assert cache_path(config, str(data)) not in (first, second)
+
+
 def test_final_model_loads_in_detect(world, tmp_path):
     from hoi_mllm.cli import main
     from hoi_mllm.pipeline import HOIPipeline
