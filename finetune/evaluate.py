@@ -3,7 +3,8 @@
 Pairs are proposed from the annotated instances of each held-out image, recognised with the
 inference path (cached prefix) and post-processed into triplets exactly as ``hoi-mllm detect``
 does (:meth:`~hoi_mllm.pipeline.HOIPipeline.recognise_detections`); the triplets are scored with
-the HICO-DET evaluator (:mod:`hoi_mllm.eval`), with Unseen / Seen means for the run's split.
+the HICO-DET evaluator (:mod:`hoi_mllm.eval`), with Unseen / Seen means for the run's split; a
+recogniser of the ``vcoco`` vocabulary is scored with V-COCO role AP instead (``full`` is Scenario 1).
 """
 from __future__ import annotations
 
@@ -47,16 +48,23 @@ def evaluate_recogniser(recogniser, samples: Sequence[HOISample], split: str | N
 
     Returns:
         ``{"full", "rare", "non_rare", "seen", "unseen" (with a split), "images", "seconds_per_image"}``;
-        a group without any class present in ``samples`` is ``None``.
+        a group without any class present in ``samples`` is ``None``. For the ``vcoco`` vocabulary:
+        ``{"full" (role AP, Scenario 1), "role_ap_scenario_1", "role_ap_scenario_2", "images",
+        "seconds_per_image"}``.
     """
-    from hoi_mllm.eval import HICODetConfig, evaluate_hicodet
+    from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, evaluate_vcoco
 
     start = time.perf_counter()
     predictions = predict_ground_truth_boxes(recogniser, samples, pair_config, post_config, progress)
     seconds = time.perf_counter() - start
-    result = evaluate_hicodet(list(samples), predictions, recogniser.vocabulary,
-                              HICODetConfig(split=split, settings=("default",), missing_classes=missing_classes))
-    summary = result.settings["default"].summary
-    out = {k: (None if v is None else 100.0 * v) for k, v in summary.items()}
+    if recogniser.vocabulary.name == "vcoco":
+        result = evaluate_vcoco(list(samples), predictions, recogniser.vocabulary)
+        means = {k: r.mean for k, r in result.scenarios.items()}  # scenario_1, scenario_2
+        out = {f"role_ap_{k}": (None if v is None else 100.0 * v) for k, v in means.items()}
+        out["full"] = out["role_ap_scenario_1"]
+    else:
+        result = evaluate_hicodet(list(samples), predictions, recogniser.vocabulary,
+                                  HICODetConfig(split=split, settings=("default",), missing_classes=missing_classes))
+        out = {k: (None if v is None else 100.0 * v) for k, v in result.settings["default"].summary.items()}
     out.update(images=len(samples), seconds_per_image=seconds / max(1, len(samples)))
     return out
