@@ -4,7 +4,8 @@ Writes ``OUTPUT/detections.json`` (the ``hoi-mllm/detections`` format of
 :mod:`hoi_mllm.detectors.file`, atomically, readable back with ``--detector file --option path=...``)
 and ``OUTPUT/vis/<name>.jpg`` per image. An unreadable image is reported and skipped; the others
 complete. The file's header says ``"complete": true``; when the run stops on an error or an
-interrupt, the images done so far are still written, with ``"complete": false``, and the error is raised. Images are named by their path relative to the folder given (or their base name).
+interrupt, the images done so far are still written, with ``"complete": false``, and the error is
+raised. Images are named by their path relative to the folder given (or their base name).
 """
 from __future__ import annotations
 
