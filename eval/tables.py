@@ -96,23 +96,29 @@ def hicodet_table(result: "HICODetResult", markdown: bool = False) -> str:
 
 # ----------------------------------------------------------------------------------------- V-COCO
 VCOCO_PROTOCOL = {
-    "reference": "s-gupta/v-coco vsrl_eval.py _do_role_eval",
-    "ap": "VOC all-point, mean over action-roles with ground truth",
-    "iou": "agent and role box IoU >= 0.5, +1-pixel box convention (as vsrl_eval.get_overlap)",
-    "scenario_1": "ground-truth role absent: the prediction must have no role box (all zeros / NaN)",
-    "scenario_2": "ground-truth role absent: the role box is ignored",
-    "unlisted_persons": "persons without an action that has a role object (and unannotated ones) are not in "
-                        "the 24-class files, so a detection is matched to the best listed agent only (vsrl_eval "
-                        "matches it to the best of all persons: a false positive there, or skipped for an "
-                        "unannotated person, may be a true positive here)",
+    "reference": "s-gupta/v-coco vsrl_eval.py VCOCOeval._do_role_eval",
+    "ap": "VOC all-point; role_ap: mean over the vocabulary's action-roles with ground truth; role_ap_vsrl_slots: "
+          "the same sum over vsrl_eval's role slots (25: point instr, absent from the vocabulary, counts 0)",
+    "npos": "per action: the persons doing it, the same for every role of the action",
+    "iou": "person and role box IoU >= 0.5, +1-pixel box convention (as vsrl_eval.get_overlap)",
+    "persons": "a detection takes the ground-truth person of highest IoU, whatever that person does; one "
+               "V-COCO did not annotate (extra['unannotated_persons']) makes it count for nothing",
+    "scenario_1": "role-less case (the person does the action, no object for the role): only an empty "
+                  "role box (null, all zeros, all NaN) is right",
+    "scenario_2": "role-less case: the role box is ignored",
+    "ground_truth_files": "the 24-class files keep a (person, action-role, object) row exactly when the role "
+                          "box exists: a person listed with one role of eat/cut/hit is role-less for the "
+                          "other; persons with a role action but no role box at all, persons without a role "
+                          "action (unless someone's role object) and unannotated persons are not in them",
 }
 
 
 def _vcoco_note(result: "VCOCOResult") -> str:
+    n = int(result.role_less.sum())
     if result.scenarios_differ:
-        return f"{result.role_less} ground-truth pairs have no role object: Scenario 1 and 2 differ there"
-    return ("the annotation has no role-less pairs (as the 24-class files): Scenario 1 and Scenario 2 "
-            "coincide and the number is the role AP over annotated role objects")
+        return (f"{n} ground-truth positives are role-less (the person does the action, no object for the role): "
+                "Scenario 1 credits them only with an empty role box, Scenario 2 with any")
+    return "the ground truth has no role-less positives: Scenario 1 and Scenario 2 coincide"
 
 
 def vcoco_report(result: "VCOCOResult") -> dict:
@@ -120,10 +126,12 @@ def vcoco_report(result: "VCOCOResult") -> dict:
     out: dict = {"dataset": "vcoco", "vocabulary": result.vocabulary.name, "units": "percent",
                  "action_roles": list(result.vocabulary.verbs)}
     for name, s in result.scenarios.items():
-        out[name] = {"role_ap": percent(s.mean), "ap": percent_list(s.ap), "recall": percent_list(s.recall)}
+        out[name] = {"role_ap": percent(s.mean), "role_ap_vsrl_slots": percent(s.mean_vsrl_slots),
+                     "ap": percent_list(s.ap), "recall": percent_list(s.recall)}
     first = next(iter(result.scenarios.values()))
     out["num_ground_truth"] = first.npos.tolist()
-    out["role_less_ground_truth"] = result.role_less
+    out["role_less_ground_truth"] = result.role_less.tolist()
+    out["vsrl_slots"] = result.vsrl_slots
     out["note"] = _vcoco_note(result)
     out["counts"] = dict(result.counts)
     out["protocol"] = dict(VCOCO_PROTOCOL)
@@ -131,16 +139,27 @@ def vcoco_report(result: "VCOCOResult") -> dict:
 
 
 def vcoco_table(result: "VCOCOResult", markdown: bool = False, per_role: bool = True) -> str:
-    """Role AP (%) per action-role and the mean, for Scenario 1 and 2."""
+    """Role AP (%) per action-role and the means, for Scenario 1 and 2."""
     s1, s2 = result.scenarios["scenario_1"], result.scenarios["scenario_2"]
     rows = []
     if per_role:
-        rows = [[name, str(int(n)), fmt(percent(a1)), fmt(percent(a2))]
-                for name, n, a1, a2 in zip(result.vocabulary.verbs, s1.npos, s1.ap, s2.ap)]
-    rows.append(["mean role AP", str(int(s1.npos.sum())), fmt(percent(s1.mean)), fmt(percent(s2.mean))])
-    lines = ["V-COCO role AP (%)", render_table(["action-role", "#gt", "Scenario 1", "Scenario 2"], rows, markdown),
+        rows = [[name, str(int(n)), str(int(r)), fmt(percent(a1)), fmt(percent(a2))]
+                for name, n, r, a1, a2 in zip(result.vocabulary.verbs, s1.npos, result.role_less, s1.ap, s2.ap)]
+    present = int((s1.npos > 0).sum())
+    rows.append([f"role AP, mean of {present} action-roles", str(int(s1.npos.sum())), str(int(result.role_less.sum())),
+                 fmt(percent(s1.mean)), fmt(percent(s2.mean))])
+    if result.vsrl_slots:
+        rows.append([f"role AP, vsrl_eval's {result.vsrl_slots} slots", "", "",
+                     fmt(percent(s1.mean_vsrl_slots)), fmt(percent(s2.mean_vsrl_slots))])
+    lines = ["V-COCO role AP (%), vsrl_eval _do_role_eval",
+             render_table(["action-role", "#pos", "#role-less", "Scenario 1", "Scenario 2"], rows, markdown),
              "note: " + _vcoco_note(result)]
+    if result.vsrl_slots:
+        lines.append(f"note: vsrl_eval averages over {result.vsrl_slots} role slots; the ones not in the vocabulary "
+                     f"(point instr) count 0, so that row = the mean x {present}/{result.vsrl_slots}")
     c = result.counts
     lines.append(f"{c['predicted_images']}/{c['images']} images predicted, {c['triplets']} triplets"
+                 + (f", {c['matched_unannotated_persons']} on unannotated persons (not counted)"
+                    if c.get("matched_unannotated_persons") else "")
                  + (f", {c['unknown_images_ignored']} unknown images ignored" if c["unknown_images_ignored"] else ""))
     return "\n".join(lines)

@@ -137,17 +137,23 @@ def test_vcoco_with_role_less_ground_truth(tmp_path, capsys):
     annotations = tmp_path / "test_vcoco.json"
     annotations.write_text(json.dumps(ann))
     eat, hold, apple = VCOCO.verbs.index("eat obj"), VCOCO.verbs.index("hold obj"), VCOCO.object_index("apple")
-    preds = PredictionsFile("vcoco", [HOITriplets.create([H, H], [O, O], [apple, apple], [eat, hold], [0.9, 0.8],
+    eat_instr = VCOCO.verbs.index("eat instr")
+    # the person eats with neither role object: eat obj predicted with a box, eat instr with an empty one
+    preds = PredictionsFile("vcoco", [HOITriplets.create([H, H, H], [O, O, [0, 0, 0, 0]], [apple, apple, -1],
+                                                         [eat, hold, eat_instr], [0.9, 0.8, 0.7],
                                                          "COCO_val2014_000000000001.jpg")])
     path = write_predictions(tmp_path / "p.json", preds)
     out = tmp_path / "v.json"
     assert evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out,
                     "--plot", tmp_path / "plots") == 0
     report = json.loads(out.read_text())
-    assert report["role_less_ground_truth"] == 1
-    assert report["scenario_1"]["role_ap"] == pytest.approx(50.0)  # eat: a role box where none is annotated
+    assert sum(report["role_less_ground_truth"]) == 2  # eat obj and eat instr
+    assert report["num_ground_truth"][eat] == report["num_ground_truth"][eat_instr] == 1
+    # Scenario 1: eat obj wrong (a role box where none is annotated), eat instr and hold right
+    assert report["scenario_1"]["role_ap"] == pytest.approx(200.0 / 3)
     assert report["scenario_2"]["role_ap"] == pytest.approx(100.0)
-    assert "Scenario 1 and 2 differ" in capsys.readouterr().out
+    assert report["scenario_1"]["role_ap_vsrl_slots"] == pytest.approx(200.0 / 25)
+    assert "Scenario 1 credits them only with an empty role box" in capsys.readouterr().out
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
 
 
@@ -160,5 +166,6 @@ def test_real_vcoco_ground_truth_through_the_cli(shared_data, tmp_path):
     out = tmp_path / "v.json"
     assert evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out) == 0
     report = json.loads(out.read_text())
-    assert report["scenario_1"]["role_ap"] == pytest.approx(100.0) and report["role_less_ground_truth"] == 0
-    assert "coincide" in report["note"]
+    assert report["scenario_1"]["role_ap"] == pytest.approx(100.0) and sum(report["role_less_ground_truth"]) == 550
+    assert report["scenario_1"]["role_ap_vsrl_slots"] == pytest.approx(96.0)
+    assert "550 ground-truth positives are role-less" in report["note"]
