@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # imported for annotations only: the evaluators import this m
     from hoi_mllm.eval.hicodet import HICODetResult
     from hoi_mllm.eval.vcoco import VCOCOResult
 
-SETTING_TITLES = {"default": "Default", "known_object": "Known-Object"}
+SETTING_TITLES = {"default": "Default", "known_object": "Known-Object", "da_hoi": "DA-HOI protocol"}
 SUMMARY_TITLES = {"full": "Full", "rare": "Rare", "non_rare": "Non-rare", "unseen": "Unseen", "seen": "Seen"}
 
 
@@ -48,6 +48,7 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown:
 
 # ----------------------------------------------------------------------------------------- HICO-DET
 HICODET_PROTOCOL = {
+    "name": "official",
     "reference": "ho-rcnn evaluation/eval_one.m + VOCevaldet_bboxpair.m",
     "ap": "11-point interpolated, thresholds MATLAB 0:0.1:1",
     "iou": "min(IoU_human, IoU_object) >= 0.5, +1-pixel box convention",
@@ -55,12 +56,35 @@ HICODET_PROTOCOL = {
     "ties": "score descending, then ground-truth image order, then position in the image",
     "known_object": "per class, only images with an annotated pair of the class's object",
 }
+DA_HOI_PROTOCOL = {
+    "name": "da-hoi",
+    "reference": "SY-Xuan/DA-HOI qwenvl/eval/hico_eval.py HICOEvaluator (the footing of DA-HOI's published numbers)",
+    "classes": "no-interaction classes dropped; means over the remaining classes with ground truth",
+    "images": "images whose ground truth holds only no-interaction pairs dropped, with their predictions",
+    "predictions": "the 100 highest-scoring triplets of each image (max_hois)",
+    "ap": "11-point interpolated, thresholds np.arange(0., 1.1, 0.1)",
+    "iou": "min(IoU_human, IoU_object) >= 0.5, continuous boxes (no +1), 0 for boxes that only touch",
+    "duplicates": "false positive; no fallback to the second-best ground truth",
+    "known_object": "none (DA-HOI's evaluator has only this setting)",
+    "not_comparable_with": "the official 600-class protocol (ho-rcnn)",
+}
+
+
+def hicodet_title(result: "HICODetResult") -> str:
+    """The table title, naming the protocol (DA-HOI's is never shown as the official one)."""
+    title = f"HICO-DET mAP (%), vocabulary {result.vocabulary.name}" + (f", split {result.split}" if result.split else "")
+    if result.config.protocol == "da-hoi":
+        c = result.counts
+        title += (f"; DA-HOI protocol (its hico_eval.py): {c.get('classes_averaged', 0)} classes without "
+                  f"no-interaction, {c.get('images_left_out', 0)} no-interaction-only images left out, top 100 "
+                  "per image; not the official 600-class figure")
+    return title
 
 
 def hicodet_report(result: "HICODetResult") -> dict:
     """The JSON document of a HICO-DET evaluation (numbers in percent)."""
     out: dict = {"dataset": "hico-det", "vocabulary": result.vocabulary.name, "split": result.split,
-                 "units": "percent"}
+                 "protocol_name": result.config.protocol, "title": hicodet_title(result), "units": "percent"}
     for name, s in result.settings.items():
         out[name] = {**{k: percent(v) for k, v in s.summary.items()},
                      "mean_recall": percent(float(np.nanmean(s.recall)) if np.isfinite(s.recall).any() else None),
@@ -70,9 +94,12 @@ def hicodet_report(result: "HICODetResult") -> dict:
     first = next(iter(result.settings.values()), None)
     out["num_ground_truth"] = first.npos.tolist() if first is not None else []
     out["counts"] = dict(result.counts)
-    out["protocol"] = {**HICODET_PROTOCOL, "classes_without_ground_truth": (
-        "AP 0, counted in every mean (official)" if result.config.missing_classes == "zero"
-        else "left out of the means")}
+    if result.config.protocol == "da-hoi":
+        out["protocol"] = dict(DA_HOI_PROTOCOL)
+    else:
+        out["protocol"] = {**HICODET_PROTOCOL, "classes_without_ground_truth": (
+            "AP 0, counted in every mean (official)" if result.config.missing_classes == "zero"
+            else "left out of the means")}
     return out
 
 
@@ -81,8 +108,7 @@ def hicodet_table(result: "HICODetResult", markdown: bool = False) -> str:
     keys = [k for k in SUMMARY_TITLES if any(k in s.summary for s in result.settings.values())]
     rows = [[SETTING_TITLES.get(name, name)] + [fmt(percent(s.summary.get(k))) for k in keys]
             for name, s in result.settings.items()]
-    title = f"HICO-DET mAP (%), vocabulary {result.vocabulary.name}" + (f", split {result.split}" if result.split else "")
-    lines = [title, render_table(["setting"] + [SUMMARY_TITLES[k] for k in keys], rows, markdown)]
+    lines = [hicodet_title(result), render_table(["setting"] + [SUMMARY_TITLES[k] for k in keys], rows, markdown)]
     if result.unseen_recall is not None:
         lines.append("U-R@K (%): " + ", ".join(f"@{k} {fmt(percent(v))}" for k, v in result.unseen_recall.items()))
     c = result.counts
@@ -90,7 +116,10 @@ def hicodet_table(result: "HICODetResult", markdown: bool = False) -> str:
                  + (f", {c['ignored_not_a_class']} ignored (object, verb not a class)" if c["ignored_not_a_class"] else "")
                  + (f", {c['unknown_images_ignored']} unknown images ignored" if c["unknown_images_ignored"] else "")
                  + (f", {c['classes_without_ground_truth']} classes without ground truth"
-                    if c["classes_without_ground_truth"] else ""))
+                    if c["classes_without_ground_truth"] else "")
+                 + (f", {c['dropped_beyond_top_per_image']} beyond the top 100 of their image and "
+                    f"{c['dropped_in_no_interaction_only_images']} in no-interaction-only images not counted"
+                    if "dropped_beyond_top_per_image" in c else ""))
     return "\n".join(lines)
 
 

@@ -115,16 +115,49 @@ def test_unknown_images_other_vocabulary_and_unknown_split(hico_files, tmp_path,
     assert main(["evaluate"]) == 1
 
 
-@pytest.mark.parametrize("content", ["", "  \n", "HEADER"])
-def test_an_empty_predictions_file_gives_zeros(hico_files, tmp_path, content):
+@pytest.mark.parametrize("content, message", [
+    ("", "the file is empty (0 bytes"), ("  \n", "the file is empty"), ("HEADER", "holds no predicted image")])
+def test_an_empty_predictions_file_is_an_error_not_zeros(hico_files, tmp_path, capsys, content, message):
+    """A run that crashed before its first image leaves such a file: evaluating it is refused."""
     annotations, _ = hico_files
     path = tmp_path / "empty.jsonl"
     path.write_text(json.dumps({"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"}) + "\n"
                     if content == "HEADER" else content)
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path) == 1
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"object_box": None}, "hoi #1 has an empty object_box"),
+    ({"object_box": [0, 0, 0, 0]}, "hoi #1 has an empty object_box"),
+    ({"human_box": [60.0, 10.0, 10.0, 120.0]}, "hoi #1 has a reversed human_box"),
+    ({"object_box": [5.0, 130.0, 90.0, 60.0]}, "hoi #1 has a reversed object_box"),
+    ({"object": 80}, "hoi #1 has object 80, outside"),
+])
+def test_hico_det_refuses_empty_and_reversed_boxes_naming_the_entry(hico_files, tmp_path, capsys, change, message):
+    annotations, _ = hico_files
+    good = {"human_box": H, "object_box": O, "object": BIKE, "verb": RIDE, "score": 0.5}
+    path = write_raw(tmp_path / "p.jsonl", {"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"},
+                     [{"file_name": "HICO_test2015_00000002.jpg", "hois": [good, {**good, **change}]}])
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path) == 1
+    err = capsys.readouterr().err
+    assert "HICO_test2015_00000002.jpg" in err and message in err
+
+
+def test_hico_det_da_hoi_protocol_through_the_cli(hico_files, tmp_path, capsys):
+    annotations, predictions = hico_files
     out = tmp_path / "r.json"
-    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path, "--json", out) == 0
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--protocol", "da-hoi",
+                    "--json", out) == 0
+    printed = capsys.readouterr().out
+    assert "DA-HOI protocol" in printed and "not the official 600-class figure" in printed
     report = json.loads(out.read_text())
-    assert report["default"]["full"] == 0.0 and report["known_object"]["full"] == 0.0
+    assert report["protocol_name"] == "da-hoi" and report["protocol"]["name"] == "da-hoi"
+    assert report["da_hoi"]["full"] == pytest.approx(100.0) and "default" not in report  # 2 classes averaged
+    assert report["counts"]["classes_averaged"] == 2
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--protocol", "da-hoi",
+                    "--setting", "known-object") == 1
+    assert "no Known-Object setting" in capsys.readouterr().err
 
 
 def test_vcoco_with_role_less_ground_truth(tmp_path, capsys):
