@@ -52,7 +52,7 @@ import numpy as np
 
 from hoi_mllm.boxes import box_iou_aligned
 from hoi_mllm.data.sample import HOISample
-from hoi_mllm.eval.ap import accumulate
+from hoi_mllm.eval.ap import accumulate, ranking_order
 from hoi_mllm.eval.inputs import FlatPredictions, check_options, flatten_predictions, image_index
 from hoi_mllm.eval.matching import expand_by_key, first_in_group, segment_argmax
 from hoi_mllm.predictions import PredictionsFile
@@ -314,10 +314,11 @@ class VCOCOEvaluator:
                                                                        np.int64, np.int64))]
         verbs, tp1, tp2, scores, image, position = (np.concatenate(x) for x in zip(*parts))
         slots = vsrl_slots(self.vocabulary)
+        order = ranking_order(verbs, scores, image, position)  # one sort for both scenarios
         results = {}
         for scenario, tp in zip(SCENARIOS, (tp1, tp2)):
             acc = accumulate(verbs, tp, scores, image, position, self.gt.npos, rule="voc",
-                             keep_curves=self.config.keep_curves)
+                             keep_curves=self.config.keep_curves, order=order)
             has = self.gt.npos > 0
             mean = float(np.mean(acc.ap[has])) if has.any() else None
             mean_slots = float(np.sum(acc.ap[has]) / slots) if has.any() and slots else None
