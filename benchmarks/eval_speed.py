@@ -103,7 +103,18 @@ def _child(kind: str, args: list[str]) -> dict:
     """Run one measurement in this (fresh) process; the parent reads the JSON it prints."""
     t0, c0 = time.perf_counter(), time.process_time()
     out: dict = {}
-    if kind == "parse-previous":
+    if kind == "generate":  # the predictions files, made here so that the parent stays small (see run_command)
+        from hoi_mllm.data import load_annotations
+        from hoi_mllm.predictions import write_predictions
+        from hoi_mllm.prompts import load_vocabulary
+
+        name, annotations, folder, per_image, seed = args
+        vocab = load_vocabulary(name)
+        samples = load_annotations(annotations, vocab)
+        preds = noisy_predictions(samples, vocab, int(per_image), np.random.default_rng(int(seed)))
+        paths = {s: str(write_predictions(Path(folder) / f"{name}{s}", preds)) for s in (".json", ".jsonl")}
+        out.update(images=len(samples), triplets=sum(len(im.scores) for im in preds.images), paths=paths)
+    elif kind == "parse-previous":
         out["triplets"] = previous_read(Path(args[0]))
     elif kind == "parse-new":
         from hoi_mllm.predictions_reader import read_prediction_columns
@@ -149,7 +160,11 @@ def run_child(kind: str, *args: str) -> dict:
 
 
 def run_command(argv: list[str]) -> dict:
-    """Wall, CPU (user + system) and peak RSS of a whole command, in a child process."""
+    """Wall, CPU (user + system) and peak RSS of a whole command, in a child process.
+
+    Linux keeps a process's peak RSS across ``exec``, so a child's peak is at least its parent's:
+    the parent of every measurement stays small (the files are made in a child of their own).
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, _, usage = os.wait4(proc.pid, 0)
@@ -187,13 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval_speed: annotation files not found ({', '.join(missing)}); nothing measured")
         return 0
     from hoi_mllm.cli import COMMANDS
-    from hoi_mllm.data import load_annotations
-    from hoi_mllm.predictions import write_predictions
-    from hoi_mllm.prompts import load_vocabulary
 
-    rng = np.random.default_rng(args.seed)
     print(f"cpu cores: {os.cpu_count()}, python {sys.version.split()[0]}, numpy {np.__version__}, "
-          f"best of {args.repeat} runs each")
+          f"best of {args.repeat} runs each; parent peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     helps = [["--help"]] + [[c, "--help"] for c in COMMANDS] + [["evaluate", p, "--help"] for p in ("hico-det", "vcoco")]
     print("\nstart-up (wall s, aim < 0.3):")
     for h in helps:
@@ -201,13 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  hoi-mllm {' '.join(h):28s} {r['wall_s']:5.2f}  ratio {r['wall_s'] / AIM_HELP_S:.2f}")
     with tempfile.TemporaryDirectory(prefix="hoi_mllm_eval_speed_") as tmp:
         for name, annotations in files.items():
-            vocab = load_vocabulary(name)
-            samples = load_annotations(annotations, vocab)
-            preds = noisy_predictions(samples, vocab, args.per_image, rng)
-            n = sum(len(im.scores) for im in preds.images)
-            paths = {s: write_predictions(Path(tmp) / f"{name}{s}", preds) for s in (".json", ".jsonl")}
-            del preds
-            print(f"\n{name}: {len(samples)} images, {n:,} triplets; JSON {paths['.json'].stat().st_size / 2**20:.0f} MiB,"
+            made = run_child("generate", name, annotations, tmp, args.per_image, args.seed)
+            paths = {s: Path(p) for s, p in made["paths"].items()}
+            print(f"\n{name}: {made['images']} images, {made['triplets']:,} triplets; JSON {paths['.json'].stat().st_size / 2**20:.0f} MiB,"
                   f" JSON Lines {paths['.jsonl'].stat().st_size / 2**20:.0f} MiB")
             for suffix, path in paths.items():
                 old = best_of(args.repeat, run_child, "parse-previous", path)

@@ -190,6 +190,32 @@ def test_vcoco_with_role_less_ground_truth(tmp_path, capsys):
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
 
 
+@pytest.mark.parametrize("role_box, message", [
+    ([5.0, 60.0, 90.0], "hoi #1 has object_box [5.0, 60.0, 90.0]; it must be 4 numbers"),
+    ([90.0, 60.0, 5.0, 130.0], "hoi #1 has a reversed object_box"),
+    (None, None), ([0, 0, 0, 0], None),  # no role object: fine for V-COCO
+])
+def test_vcoco_role_boxes_from_a_file(tmp_path, capsys, role_box, message):
+    ann = {"annotations": [{"boxes_h": [H], "boxes_o": [O], "actions": [VCOCO.verbs.index("eat obj")],
+                            "objects": [48], "file_name": "COCO_val2014_000000000001.jpg"}],  # 48: apple
+           "classes": list(VCOCO.verbs), "images": [1]}
+    annotations = tmp_path / "instances_vcoco_test.json"
+    annotations.write_text(json.dumps(ann))
+    eat_obj, eat_instr = VCOCO.verbs.index("eat obj"), VCOCO.verbs.index("eat instr")
+    hois = [{"human_box": H, "object_box": O, "object": VCOCO.object_index("apple"), "verb": eat_obj, "score": 0.9},
+            {"human_box": H, "object_box": role_box, "object": -1, "verb": eat_instr, "score": 0.8}]
+    path = write_raw(tmp_path / "p.jsonl", {"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "vcoco"},
+                     [{"file_name": "COCO_val2014_000000000001.jpg", "hois": hois}])
+    out = tmp_path / "r.json"
+    rc = evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out)
+    if message is not None:
+        assert rc == 1 and message in capsys.readouterr().err
+        return
+    assert rc == 0
+    report = json.loads(out.read_text())  # the person eats with no instrument, and an empty box says so
+    assert report["scenario_1"]["ap"][eat_instr] == pytest.approx(100.0) and report["scenario_1"]["role_ap"] == 100.0
+
+
 def test_real_vcoco_ground_truth_through_the_cli(shared_data, tmp_path):
     from hoi_mllm.data import load_annotations
     from hoi_mllm.eval.inputs import ground_truth_predictions

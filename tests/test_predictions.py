@@ -158,3 +158,20 @@ def test_writing_nan_is_refused_and_the_old_file_kept(tmp_path):
     with pytest.raises(ValueError):
         write_predictions(path, PredictionsFile("hico-det", [bad]))
     assert path.read_text() == before and not list(tmp_path.glob(".p.json.*"))
+
+
+def test_null_object_box_is_read_as_no_role_object_and_columns_match_images(tmp_path):
+    from hoi_mllm.predictions_reader import read_prediction_columns
+
+    doc = _doc([GOOD, dict(GOOD, object_box=None, object=-1)], vocabulary="vcoco")
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    cols = read_prediction_columns(path)
+    assert cols.vocabulary == "vcoco" and cols.file_names == ["ok.jpg", "x.jpg"] and cols.offsets.tolist() == [0, 0, 2]
+    assert np.isnan(cols.object_boxes[1]).all() and cols.objects.tolist() == [3, -1]
+    im = read_predictions(path).images[1]
+    assert np.array_equal(im.object_boxes, cols.object_boxes, equal_nan=True) and im.verbs.tolist() == [7, 7]
+    lines = tmp_path / "p.jsonl"  # the same through JSON Lines
+    lines.write_text("\n".join(json.dumps(x) for x in [{k: v for k, v in doc.items() if k != "images"}, *doc["images"]]))
+    again = read_prediction_columns(lines)
+    assert np.array_equal(again.object_boxes, cols.object_boxes, equal_nan=True)

@@ -24,7 +24,8 @@ log = logging.getLogger("hoi_mllm.evaluate")
 
 PROTOCOLS = {
     "hico-det": "HICO-DET mAP (Full/Rare/Non-rare, Default and Known-Object; Unseen/Seen and U-R@K for a split)",
-    "vcoco": "V-COCO role AP (Scenario 1 and 2)",
+    "vcoco": "V-COCO role AP as vsrl_eval counts it (Scenario 1 and 2; the mean over the 24 action-roles and "
+             "over vsrl_eval's 25 slots); a role without an object is \"object_box\": null or all zeros",
     "cross-detector": "one recogniser under several detectors and baselines: one table (see cli/cross_detector.py)",
 }
 
