@@ -220,12 +220,11 @@ class Vocabulary:
         """``([num_verbs] action id of each verb, action names)``: V-COCO's action-roles grouped by action.
 
         From the vocabulary's ``verb_actions`` (``vcoco`` has it: ``eat obj`` and ``eat instr`` are
-        both ``eat``); otherwise a verb named ``"<action> <role>"`` belongs to ``<action>`` and any
-        other verb is an action of its own.
+        both ``eat``); a vocabulary without it (HICO-DET, the synthetic world) has one action per verb.
         """
         names = self.extra.get("verb_actions")
         if names is None or len(names) != self.num_verbs:
-            names = [v.rsplit(" ", 1)[0] if " " in v else v for v in self.verbs]
+            names = list(self.verbs)
         actions = tuple(dict.fromkeys(names))
         return np.array([actions.index(n) for n in names], dtype=np.int64), actions
 
