@@ -8,6 +8,10 @@ Two AP rules, each exactly as its official code computes it:
   (first half ``0 + k*0.1``, second half ``1 - k*0.1``), so its fourth value is
   ``3*0.1 = 0.30000000000000004``, not ``0.3``: a recall of exactly 3/10 does not reach it.
   :data:`MATLAB_RECALL_THRESHOLDS` holds those 11 doubles.
+- ``"da-hoi-11-point"`` — DA-HOI ``qwenvl/eval/hico_eval.py`` ``voc_ap``: the same 11-point rule over
+  ``np.arange(0., 1.1, 0.1)``, whose 4th, 7th and 8th values are ``0.30000000000000004``,
+  ``0.6000000000000001`` and ``0.7000000000000001`` (:data:`ARANGE_RECALL_THRESHOLDS`), so a recall of
+  exactly 0.6 or 0.7 reaches the MATLAB threshold but not this one.
 - :func:`ap_voc` — ``vsrl_eval.py`` ``voc_ap`` (V-COCO): the area under the precision envelope
   with sentinels ``(0, 0)`` and ``(1, 0)``, summed where recall changes (VOC 2010+ "all points").
 
@@ -26,6 +30,9 @@ import numpy as np
 MATLAB_RECALL_THRESHOLDS = np.array(
     [k * 0.1 for k in range(5)] + [0.5] + [1.0 - (10 - k) * 0.1 for k in range(6, 11)], dtype=np.float64
 )
+
+# numpy's arange(0., 1.1, 0.1) as DA-HOI's evaluator iterates it: k * 0.1 for every k
+ARANGE_RECALL_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
 
 
 def _suffix_max(x: np.ndarray) -> np.ndarray:
@@ -75,7 +82,11 @@ def ap_voc(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-AP_RULES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"11-point": ap_11point, "voc": ap_voc}
+AP_RULES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "11-point": ap_11point,
+    "da-hoi-11-point": lambda rec, prec: ap_11point(rec, prec, ARANGE_RECALL_THRESHOLDS),
+    "voc": ap_voc,
+}
 
 
 @dataclass
@@ -104,12 +115,14 @@ def ranking_order(classes: np.ndarray, score: np.ndarray, image: np.ndarray, pos
     detection's position among its image's predictions: the order in which ho-rcnn concatenates
     detections before its (stable) MATLAB ``sort``.
     """
-    return np.lexsort((position, image, -score, classes))
+    tie = image.astype(np.int64) * (int(position.max()) + 1 if position.size else 1) + position  # (image, position)
+    cls = classes.astype(np.int16) if classes.size and 0 <= classes.min() and classes.max() < 2 ** 15 else classes
+    return np.lexsort((tie, -score, cls))  # an int16 key sorts by radix: the fewer and smaller the keys, the faster
 
 
 def accumulate(classes: np.ndarray, tp: np.ndarray, score: np.ndarray, image: np.ndarray,
                position: np.ndarray, npos: np.ndarray, rule: str = "11-point",
-               keep_curves: bool = False) -> Accumulated:
+               keep_curves: bool = False, order: np.ndarray | None = None) -> Accumulated:
     """Precision/recall per class from per-detection true-positive flags, and AP by ``rule``.
 
     Args:
@@ -118,8 +131,10 @@ def accumulate(classes: np.ndarray, tp: np.ndarray, score: np.ndarray, image: np
         score: ``[T]`` float detection scores.
         image, position: ``[T]`` int64 tie-breakers (see :func:`ranking_order`).
         npos: ``[C]`` number of ground-truth instances of each class.
-        rule: ``"11-point"`` (HICO-DET) or ``"voc"`` (V-COCO).
+        rule: ``"11-point"`` (HICO-DET), ``"da-hoi-11-point"`` (DA-HOI's evaluator) or ``"voc"`` (V-COCO).
         keep_curves: also return every class's curve (for plots).
+        order: the :func:`ranking_order` of these detections, or of the subset to rank (a filtered
+            ranking keeps its order, so several subsets can share one sort); ``None``: computed here.
     Returns:
         :class:`Accumulated`.
     """
@@ -128,7 +143,8 @@ def accumulate(classes: np.ndarray, tp: np.ndarray, score: np.ndarray, image: np
     ap_fn = AP_RULES[rule]
     npos = np.asarray(npos, dtype=np.int64)
     num_classes = npos.shape[0]
-    order = ranking_order(classes, score, image, position)
+    if order is None:
+        order = ranking_order(classes, score, image, position)
     cls_sorted = classes[order]
     tp_sorted = tp[order].astype(np.float64)
     bounds = np.searchsorted(cls_sorted, np.arange(num_classes + 1))  # [C + 1] segment starts

@@ -16,6 +16,7 @@ ground truth (:func:`first_in_group`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -103,6 +104,18 @@ def first_in_group(group: np.ndarray, score: np.ndarray, position: np.ndarray) -
     return out
 
 
+def _row_hash(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """``[N]`` uint64 hash of each row of aligned numeric columns (equal rows, equal hashes)."""
+    h = np.full(columns[0].shape[0], 0xCBF29CE484222325, dtype=np.uint64)
+    for col in columns:
+        bits = ((col + 0.0) if col.dtype.kind == "f" else col.astype(np.int64)).astype(
+            np.float64 if col.dtype.kind == "f" else np.int64).view(np.uint64)  # + 0.0: -0.0 hashes as 0.0
+        h ^= bits
+        h *= np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(29)
+    return h
+
+
 def group_rows(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group identical rows of aligned columns.
 
@@ -111,14 +124,28 @@ def group_rows(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``order [N]`` (rows sorted so that identical rows are adjacent, by the first column first)
         and ``group [N]`` (group id of each sorted row, 0..G-1, ascending).
+
+    Rows are sorted by the first column and a hash of the rest (two keys instead of ``K``); should
+    two different rows share a hash, the rows are sorted by every column instead.
     """
     n = columns[0].shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    order = np.lexsort(columns[::-1])
+    with np.errstate(over="ignore"):
+        h = _row_hash(columns[1:]) if len(columns) > 1 else np.zeros(n, dtype=np.uint64)
+    order = np.lexsort((h, columns[0]))
     new = np.zeros(n, dtype=bool)
     new[0] = True
     for col in columns:
         c = col[order]
         new[1:] |= c[1:] != c[:-1]
+    hs, first = h[order], columns[0][order]
+    distinct_keys = 1 + int(((hs[1:] != hs[:-1]) | (first[1:] != first[:-1])).sum())
+    if distinct_keys != int(new.sum()):  # a hash shared by different rows: sort by every column
+        order = np.lexsort(columns[::-1])
+        new[:] = False
+        new[0] = True
+        for col in columns:
+            c = col[order]
+            new[1:] |= c[1:] != c[:-1]
     return order, np.cumsum(new) - 1

@@ -2,17 +2,26 @@
 
 ``plus_one=True`` uses the convention of the HICO-DET MATLAB evaluation: a box spans
 ``x2 - x1 + 1`` pixels, so two boxes touching at one pixel column still overlap.
-Every function works on torch tensors; ``box_iou`` and ``box_area`` also accept numpy arrays.
+Every function works on torch tensors; ``box_area``, ``box_iou``, ``box_iou_aligned`` and
+``invalid_box_mask`` also accept numpy arrays, and then never import torch (the evaluators run
+without it).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _lib(x):
-    return np if isinstance(x, np.ndarray) else torch
+    if isinstance(x, np.ndarray):
+        return np
+    import torch
+
+    return torch
 
 
 def box_area(boxes, plus_one: bool = False):
@@ -47,11 +56,15 @@ def box_iou_aligned(a, b, plus_one: bool = False):
 
 def union_box(a: Tensor, b: Tensor) -> Tensor:
     """Smallest box enclosing each aligned pair: ``[N, 4]``, ``[N, 4]`` -> ``[N, 4]``."""
+    import torch
+
     return torch.cat([torch.minimum(a[..., :2], b[..., :2]), torch.maximum(a[..., 2:], b[..., 2:])], dim=-1)
 
 
 def intersection_box(a: Tensor, b: Tensor) -> Tensor:
     """Intersection of aligned pairs (may be empty: x2 < x1): ``[N, 4]``."""
+    import torch
+
     return torch.cat([torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])], dim=-1)
 
 
@@ -66,6 +79,8 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
 
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise generalised IoU (Rezatofighi et al. 2019): ``[N, 4]``, ``[M, 4]`` -> ``[N, M]`` in [-1, 1]."""
+    import torch
+
     iou = box_iou(a, b)
     lt = torch.minimum(a[:, None, :2], b[None, :, :2])
     rb = torch.maximum(a[:, None, 2:], b[None, :, 2:])
@@ -84,6 +99,8 @@ def normalise_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    import torch
+
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
 
@@ -91,7 +108,7 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
 def invalid_box_mask(boxes, size: tuple[int, int] | None = None):
     """``[N]`` True where a box has a non-finite value, x2 < x1 or y2 < y1, or leaves the image."""
     lib = _lib(boxes)
-    bad = ~lib.isfinite(boxes).all(-1) if lib is np else ~torch.isfinite(boxes).all(-1)
+    bad = ~lib.isfinite(boxes).all(-1)
     bad = bad | (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
     if size is not None:
         w, h = size

@@ -4,6 +4,16 @@ Triplet score = ``verb^a x human^b x object^c x interactiveness^d``: the candida
 (probability), the detector's human and object scores, and the sigmoid of the recogniser's
 interactiveness logit (taken as 1 when the recogniser has none, e.g. the training-free mode).
 The top-K triplets per image (default 100) are kept, in original-image pixels (the pairs' boxes).
+
+**V-COCO role-less triplets.** ``vsrl_eval`` credits a person who does a two-role action with no
+object for one role (eats, no instrument) only through a detection whose role box is empty
+(Scenario 1). A recogniser scores human-object pairs, so it never says that by itself. For a
+vocabulary whose actions have several roles (``Vocabulary.verb_action_ids``: ``vcoco``'s eat, cut,
+hit), :func:`role_less_triplets` adds, for each human and each role ``r`` of such an action, one
+triplet with an all-zero role box (``vsrl_eval``'s "no role"; object id -1) scored
+``max(other roles of the action) x (1 - max(r))``, both maxima over the human's pairs: the evidence
+that the person does the action, times the evidence that no object fills ``r``. This is this
+project's rule (DA-HOI and EoID publish no V-COCO role-less output); ``role_less=False`` turns it off.
 """
 from __future__ import annotations
 
@@ -28,6 +38,7 @@ class PostprocessConfig:
         interactiveness_exponent: ``d``, exponent of ``sigmoid(interactiveness)``.
         top_k: triplets kept per image, highest score first (``None``: all).
         min_score: drop triplets scoring below this.
+        role_less: add V-COCO's role-less triplets (module doc); no effect for single-role vocabularies.
     """
 
     verb_exponent: float = field(default=1.0, metadata={"help": "exponent a of the verb score"})
@@ -36,6 +47,9 @@ class PostprocessConfig:
     interactiveness_exponent: float = field(default=1.0, metadata={"help": "exponent d of the interactiveness"})
     top_k: int | None = field(default=100, metadata={"help": "triplets kept per image"})
     min_score: float = field(default=0.0, metadata={"help": "drop triplets below this score"})
+    role_less: bool = field(default=True, metadata={
+        "help": "V-COCO (actions with several roles): add per human and role a triplet with an empty role box, "
+                "scored max(other roles) x (1 - max(this role)) over the human's pairs (vsrl_eval Scenario 1)"})
 
     def __post_init__(self):
         for name in ("verb_exponent", "human_exponent", "object_exponent", "interactiveness_exponent"):
@@ -64,6 +78,40 @@ def triplet_scores(verb_scores: Tensor, human_scores: Tensor, object_scores: Ten
     return s * pair[:, None]
 
 
+def role_less_triplets(human_index: Tensor, scores: Tensor, verbs: Tensor, vocabulary) -> tuple[np.ndarray, ...]:
+    """Triplets with an empty role box for the roles of multi-role actions (module doc).
+
+    Args:
+        human_index: ``[P]`` the human of each pair (rows of the detections).
+        scores: ``[P, C]`` triplet scores of the candidates. verbs: ``[P, C]`` their verb ids (-1: no candidate).
+        vocabulary: gives the actions of the verbs.
+    Returns:
+        ``(pair [R], verb [R], score [R])``: a pair of the human (for its box), the role, the score
+        (only scores above 0).
+    """
+    verb_action, _ = vocabulary.verb_action_ids
+    groups = [np.flatnonzero(verb_action == a) for a in np.unique(verb_action)]
+    groups = [g for g in groups if g.size > 1]
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+    if not groups or scores.numel() == 0:
+        return empty
+    num_verbs = vocabulary.num_verbs
+    per_pair = torch.zeros(scores.shape[0], num_verbs + 1)  # [P, V + 1]: best score of each verb, column V: none
+    per_pair.scatter_reduce_(1, torch.where(verbs >= 0, verbs, num_verbs), scores.float(), "amax")
+    humans, first, inverse = np.unique(human_index.numpy(), return_index=True, return_inverse=True)
+    per_human = torch.zeros(humans.shape[0], num_verbs + 1)  # [H, V + 1]
+    per_human.index_reduce_(0, torch.as_tensor(inverse, dtype=torch.int64), per_pair, "amax")
+    pair, verb, score = [], [], []
+    for g in groups:
+        best = per_human[:, g]  # [H, |g|]
+        for k, v in enumerate(g.tolist()):
+            others = torch.cat([best[:, :k], best[:, k + 1:]], 1).amax(1)  # [H] the person does the action
+            s = (others * (1.0 - best[:, k])).numpy().astype(np.float64)  # ... and nothing fills this role
+            some = s > 0  # a person with no score for the action gets no role-less triplet
+            pair.append(first[some]), verb.append(np.full(int(some.sum()), v)), score.append(s[some])
+    return np.concatenate(pair), np.concatenate(verb), np.concatenate(score)
+
+
 def to_triplets(pairs: Pairs, output: RecognitionOutput, vocabulary, config: PostprocessConfig = PostprocessConfig(),
                 file_name: str = "", image_size: tuple[int, int] | None = None) -> HOITriplets:
     """One image's pairs and recogniser output -> its top-K :class:`HOITriplets`.
@@ -88,12 +136,19 @@ def to_triplets(pairs: Pairs, output: RecognitionOutput, vocabulary, config: Pos
     keep = (cands >= 0) & (scores >= config.min_score)  # [P, C]
     p, c = keep.nonzero(as_tuple=True)  # row-major: pair order, then candidate order
     classes = cands[p, c].numpy()
+    p = p.numpy()
+    hb_all = torch.as_tensor(pairs.human_boxes).float().cpu().numpy()
+    ob_all = torch.as_tensor(pairs.object_boxes).float().cpu().numpy()
     flat = scores[p, c].numpy().astype(np.float64)
+    objects, verbs = vocabulary.class_objects[classes], vocabulary.class_verbs[classes]
+    ob = ob_all[p]
+    if config.role_less:
+        cand_verbs = torch.as_tensor(np.where(cands.numpy() >= 0, vocabulary.class_verbs[np.maximum(cands.numpy(), 0)], -1))
+        rp, rv, rs = role_less_triplets(torch.as_tensor(pairs.human_index).cpu(), scores, cand_verbs, vocabulary)
+        ok = rs >= config.min_score
+        p, verbs, flat = np.r_[p, rp[ok]], np.r_[verbs, rv[ok]], np.r_[flat, rs[ok]]
+        objects, ob = np.r_[objects, np.full(int(ok.sum()), -1)], np.concatenate([ob, np.zeros((int(ok.sum()), 4))])
     order = np.argsort(-flat, kind="stable")
     if config.top_k is not None:
         order = order[: int(config.top_k)]
-    p = p.numpy()[order]
-    hb = torch.as_tensor(pairs.human_boxes).float().cpu().numpy()[p]
-    ob = torch.as_tensor(pairs.object_boxes).float().cpu().numpy()[p]
-    return HOITriplets.create(hb, ob, vocabulary.class_objects[classes[order]], vocabulary.class_verbs[classes[order]],
-                              flat[order], file_name, size)
+    return HOITriplets.create(hb_all[p[order]], ob[order], objects[order], verbs[order], flat[order], file_name, size)

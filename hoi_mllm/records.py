@@ -6,24 +6,36 @@ object ids) and nothing else. Pair proposal turns them into :class:`Pairs`. The 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 Array = Any  # torch.Tensor or numpy.ndarray
 
 
+def _is_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (none can exist before it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _torch():
+    """torch, imported on first use: reading and evaluating predictions never needs it."""
+    import torch
+
+    return torch
+
+
 def _take(x: Array, index) -> Array:
     if isinstance(x, np.ndarray):
-        if isinstance(index, Tensor):
+        if _is_tensor(index):
             index = index.cpu().numpy()
         out = x[index]
         return out[None] if np.ndim(out) < np.ndim(x) else out
     if isinstance(index, np.ndarray):
-        index = torch.from_numpy(index)
+        index = _torch().from_numpy(index)
     if isinstance(index, int):
         index = slice(index, index + 1 if index != -1 else None)
     return x[index]
@@ -31,9 +43,9 @@ def _take(x: Array, index) -> Array:
 
 def _convert(x: Array, fn: str, *args) -> Array:
     if fn == "numpy":
-        return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+        return x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        x = _torch().from_numpy(x)
     return getattr(x, fn)(*args)
 
 
@@ -94,6 +106,7 @@ class Detections(_ArrayRecord):
     @classmethod
     def create(cls, boxes, scores, labels, image_size, vocabulary: str | None = None) -> "Detections":
         """Build from lists or arrays, converting to float32 / int64 torch tensors."""
+        torch = _torch()
         boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
         return cls(
             boxes=boxes_t,
@@ -111,7 +124,7 @@ class Detections(_ArrayRecord):
     def cat(cls, items: Sequence["Detections"]) -> "Detections":
         if not items:
             raise ValueError("Detections.cat needs at least one Detections")
-        first = items[0]
+        first, torch = items[0], _torch()
         return replace(first, **{f: torch.cat([torch.as_tensor(getattr(d, f)) for d in items]) for f in cls._array_fields})
 
     def to_dict(self) -> dict:
@@ -154,6 +167,7 @@ class Pairs(_ArrayRecord):
 
     @classmethod
     def from_detections(cls, dets: Detections, human_index, object_index) -> "Pairs":
+        torch = _torch()
         h = torch.as_tensor(np.asarray(human_index, dtype=np.int64))
         o = torch.as_tensor(np.asarray(object_index, dtype=np.int64))
         boxes, scores, labels = (torch.as_tensor(x) for x in (dets.boxes, dets.scores, dets.labels))
@@ -161,6 +175,7 @@ class Pairs(_ArrayRecord):
 
     @classmethod
     def empty(cls, image_size) -> "Pairs":
+        torch = _torch()
         z = torch.zeros(0, dtype=torch.int64)
         b = torch.zeros(0, 4)
         s = torch.zeros(0)

@@ -128,7 +128,7 @@ def draw_triplets(image: Image.Image, triplets: HOITriplets, vocabulary: str | V
         fill = colour(p)
         h = t.human_boxes[rows[0]].astype(np.float64) * scale
         o = t.object_boxes[rows[0]].astype(np.float64) * scale
-        has_object = bool(np.isfinite(o).all())
+        has_object = bool(np.isfinite(o).all() and o.any())  # all zeros: V-COCO's "no role object"
         draw.rectangle(h.tolist(), outline=fill, width=width)
         lines = []
         for r in rows:

@@ -215,6 +215,19 @@ class Vocabulary:
         """``[num_classes]`` verb id of each class."""
         return np.array([v for _, v in self.classes], dtype=np.int64)
 
+    @cached_property
+    def verb_action_ids(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        """``([num_verbs] action id of each verb, action names)``: V-COCO's action-roles grouped by action.
+
+        From the vocabulary's ``verb_actions`` (``vcoco`` has it: ``eat obj`` and ``eat instr`` are
+        both ``eat``); a vocabulary without it (HICO-DET, the synthetic world) has one action per verb.
+        """
+        names = self.extra.get("verb_actions")
+        if names is None or len(names) != self.num_verbs:
+            names = list(self.verbs)
+        actions = tuple(dict.fromkeys(names))
+        return np.array([actions.index(n) for n in names], dtype=np.int64), actions
+
     def check_object(self, obj: int) -> int:
         if not isinstance(obj, (int, np.integer)) or not 0 <= int(obj) < self.num_objects:
             raise VocabularyError(

@@ -115,16 +115,49 @@ def test_unknown_images_other_vocabulary_and_unknown_split(hico_files, tmp_path,
     assert main(["evaluate"]) == 1
 
 
-@pytest.mark.parametrize("content", ["", "  \n", "HEADER"])
-def test_an_empty_predictions_file_gives_zeros(hico_files, tmp_path, content):
+@pytest.mark.parametrize("content, message", [
+    ("", "the file is empty (0 bytes"), ("  \n", "the file is empty"), ("HEADER", "holds no predicted image")])
+def test_an_empty_predictions_file_is_an_error_not_zeros(hico_files, tmp_path, capsys, content, message):
+    """A run that crashed before its first image leaves such a file: evaluating it is refused."""
     annotations, _ = hico_files
     path = tmp_path / "empty.jsonl"
     path.write_text(json.dumps({"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"}) + "\n"
                     if content == "HEADER" else content)
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path) == 1
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"object_box": None}, "hoi #1 has an empty object_box"),
+    ({"object_box": [0, 0, 0, 0]}, "hoi #1 has an empty object_box"),
+    ({"human_box": [60.0, 10.0, 10.0, 120.0]}, "hoi #1 has a reversed human_box"),
+    ({"object_box": [5.0, 130.0, 90.0, 60.0]}, "hoi #1 has a reversed object_box"),
+    ({"object": 80}, "hoi #1 has object 80, outside"),
+])
+def test_hico_det_refuses_empty_and_reversed_boxes_naming_the_entry(hico_files, tmp_path, capsys, change, message):
+    annotations, _ = hico_files
+    good = {"human_box": H, "object_box": O, "object": BIKE, "verb": RIDE, "score": 0.5}
+    path = write_raw(tmp_path / "p.jsonl", {"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "hico-det"},
+                     [{"file_name": "HICO_test2015_00000002.jpg", "hois": [good, {**good, **change}]}])
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path) == 1
+    err = capsys.readouterr().err
+    assert "HICO_test2015_00000002.jpg" in err and message in err
+
+
+def test_hico_det_da_hoi_protocol_through_the_cli(hico_files, tmp_path, capsys):
+    annotations, predictions = hico_files
     out = tmp_path / "r.json"
-    assert evaluate("hico-det", "--annotations", annotations, "--predictions", path, "--json", out) == 0
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--protocol", "da-hoi",
+                    "--json", out) == 0
+    printed = capsys.readouterr().out
+    assert "DA-HOI protocol" in printed and "not the official 600-class figure" in printed
     report = json.loads(out.read_text())
-    assert report["default"]["full"] == 0.0 and report["known_object"]["full"] == 0.0
+    assert report["protocol_name"] == "da-hoi" and report["protocol"]["name"] == "da-hoi"
+    assert report["da_hoi"]["full"] == pytest.approx(100.0) and "default" not in report  # 2 classes averaged
+    assert report["counts"]["classes_averaged"] == 2
+    assert evaluate("hico-det", "--annotations", annotations, "--predictions", predictions, "--protocol", "da-hoi",
+                    "--setting", "known-object") == 1
+    assert "no Known-Object setting" in capsys.readouterr().err
 
 
 def test_vcoco_with_role_less_ground_truth(tmp_path, capsys):
@@ -137,18 +170,50 @@ def test_vcoco_with_role_less_ground_truth(tmp_path, capsys):
     annotations = tmp_path / "test_vcoco.json"
     annotations.write_text(json.dumps(ann))
     eat, hold, apple = VCOCO.verbs.index("eat obj"), VCOCO.verbs.index("hold obj"), VCOCO.object_index("apple")
-    preds = PredictionsFile("vcoco", [HOITriplets.create([H, H], [O, O], [apple, apple], [eat, hold], [0.9, 0.8],
+    eat_instr = VCOCO.verbs.index("eat instr")
+    # the person eats with neither role object: eat obj predicted with a box, eat instr with an empty one
+    preds = PredictionsFile("vcoco", [HOITriplets.create([H, H, H], [O, O, [0, 0, 0, 0]], [apple, apple, -1],
+                                                         [eat, hold, eat_instr], [0.9, 0.8, 0.7],
                                                          "COCO_val2014_000000000001.jpg")])
     path = write_predictions(tmp_path / "p.json", preds)
     out = tmp_path / "v.json"
     assert evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out,
                     "--plot", tmp_path / "plots") == 0
     report = json.loads(out.read_text())
-    assert report["role_less_ground_truth"] == 1
-    assert report["scenario_1"]["role_ap"] == pytest.approx(50.0)  # eat: a role box where none is annotated
+    assert sum(report["role_less_ground_truth"]) == 2  # eat obj and eat instr
+    assert report["num_ground_truth"][eat] == report["num_ground_truth"][eat_instr] == 1
+    # Scenario 1: eat obj wrong (a role box where none is annotated), eat instr and hold right
+    assert report["scenario_1"]["role_ap"] == pytest.approx(200.0 / 3)
     assert report["scenario_2"]["role_ap"] == pytest.approx(100.0)
-    assert "Scenario 1 and 2 differ" in capsys.readouterr().out
+    assert report["scenario_1"]["role_ap_vsrl_slots"] == pytest.approx(200.0 / 25)
+    assert "Scenario 1 credits them only with an empty role box" in capsys.readouterr().out
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("role_box, message", [
+    ([5.0, 60.0, 90.0], "hoi #1 has object_box [5.0, 60.0, 90.0]; it must be 4 numbers"),
+    ([90.0, 60.0, 5.0, 130.0], "hoi #1 has a reversed object_box"),
+    (None, None), ([0, 0, 0, 0], None),  # no role object: fine for V-COCO
+])
+def test_vcoco_role_boxes_from_a_file(tmp_path, capsys, role_box, message):
+    ann = {"annotations": [{"boxes_h": [H], "boxes_o": [O], "actions": [VCOCO.verbs.index("eat obj")],
+                            "objects": [48], "file_name": "COCO_val2014_000000000001.jpg"}],  # 48: apple
+           "classes": list(VCOCO.verbs), "images": [1]}
+    annotations = tmp_path / "instances_vcoco_test.json"
+    annotations.write_text(json.dumps(ann))
+    eat_obj, eat_instr = VCOCO.verbs.index("eat obj"), VCOCO.verbs.index("eat instr")
+    hois = [{"human_box": H, "object_box": O, "object": VCOCO.object_index("apple"), "verb": eat_obj, "score": 0.9},
+            {"human_box": H, "object_box": role_box, "object": -1, "verb": eat_instr, "score": 0.8}]
+    path = write_raw(tmp_path / "p.jsonl", {"format": "hoi-mllm/predictions", "version": 1, "vocabulary": "vcoco"},
+                     [{"file_name": "COCO_val2014_000000000001.jpg", "hois": hois}])
+    out = tmp_path / "r.json"
+    rc = evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out)
+    if message is not None:
+        assert rc == 1 and message in capsys.readouterr().err
+        return
+    assert rc == 0
+    report = json.loads(out.read_text())  # the person eats with no instrument, and an empty box says so
+    assert report["scenario_1"]["ap"][eat_instr] == pytest.approx(100.0) and report["scenario_1"]["role_ap"] == 100.0
 
 
 def test_real_vcoco_ground_truth_through_the_cli(shared_data, tmp_path):
@@ -160,5 +225,6 @@ def test_real_vcoco_ground_truth_through_the_cli(shared_data, tmp_path):
     out = tmp_path / "v.json"
     assert evaluate("vcoco", "--annotations", annotations, "--predictions", path, "--json", out) == 0
     report = json.loads(out.read_text())
-    assert report["scenario_1"]["role_ap"] == pytest.approx(100.0) and report["role_less_ground_truth"] == 0
-    assert "coincide" in report["note"]
+    assert report["scenario_1"]["role_ap"] == pytest.approx(100.0) and sum(report["role_less_ground_truth"]) == 550
+    assert report["scenario_1"]["role_ap_vsrl_slots"] == pytest.approx(96.0)
+    assert "550 ground-truth positives are role-less" in report["note"]

@@ -106,3 +106,20 @@ def test_no_interaction_triplets_do_not_rank_pairs_unless_counted():
         result = evaluate_hicodet(gt, preds, vocab, HICODetConfig(split="u", recall_ks=(3,),
                                                                  recall_count_no_interaction=count))
         assert result.unseen_recall == {3: expected}
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_group_rows_groups_identical_rows_exactly_even_when_hashes_collide(monkeypatch, collide):
+    import hoi_mllm.eval.matching as m
+
+    if collide:  # every row the same hash: the fallback sorts by every column
+        monkeypatch.setattr(m, "_row_hash", lambda cols: np.zeros(cols[0].shape[0], dtype=np.uint64))
+    rng = np.random.default_rng(0)
+    image = np.sort(rng.integers(0, 5, 400))
+    boxes = rng.integers(0, 3, (400, 2)).astype(np.float64)
+    boxes[::7, 0] = -0.0  # -0.0 == 0.0
+    order, group = m.group_rows(image, boxes[:, 0], boxes[:, 1])
+    assert (np.diff(image[order]) >= 0).all() and (np.diff(group) >= 0).all()
+    key = list(zip(image[order].tolist(), (boxes[order, 0] + 0.0).tolist(), boxes[order, 1].tolist()))
+    assert len(set(key)) == group[-1] + 1  # one group per distinct row ...
+    assert all(key[i] == key[i - 1] for i in range(1, 400) if group[i] == group[i - 1])  # ... and only equal rows

@@ -119,7 +119,11 @@ GOOD = {"human_box": [0, 0, 5, 5], "object_box": [1, 1, 4, 4], "object": 3, "ver
     (_doc([dict(GOOD, score=1.5)]), r"image #1 \('x.jpg'\): hoi #0 has score 1.5; scores must be finite, in \[0, 1\]"),
     (_doc([dict(GOOD, score=-0.1)]), "has score -0.1"),
     (_doc([{k: v for k, v in GOOD.items() if k != "verb"}]), "every hoi needs human_box"),
-    (_doc([dict(GOOD, human_box=[0, 0, 5])]), "every hoi needs human_box"),
+    (_doc([dict(GOOD, human_box=[0, 0, 5])]), r"hoi #0 has human_box \[0, 0, 5\]; it must be 4 numbers"),
+    (_doc([GOOD, dict(GOOD, object_box=[0, 0, 5, 5, 5])]), r"hoi #1 has object_box .*4 numbers .*or null"),
+    (_doc([dict(GOOD, human_box=[5, 0, 0, 5])]), r"hoi #0 has a reversed human_box"),
+    (_doc([GOOD, dict(GOOD, object_box=[0, 6, 5, 5])]), r"image #1 \('x.jpg'\): hoi #1 has a reversed object_box"),
+    (_doc([dict(GOOD, score=None)]), r"hoi #0 has score None"),
     (_doc([GOOD, dict(GOOD, object=1.5)]), r"hoi #1 has object 1.5; it must be an integer index"),
     (_doc([dict(GOOD, verb=True)]), r"hoi #0 has verb True; it must be an integer index"),
     (_doc([dict(GOOD, verb="7")]), r"hoi #0 has verb '7'"),
@@ -154,3 +158,20 @@ def test_writing_nan_is_refused_and_the_old_file_kept(tmp_path):
     with pytest.raises(ValueError):
         write_predictions(path, PredictionsFile("hico-det", [bad]))
     assert path.read_text() == before and not list(tmp_path.glob(".p.json.*"))
+
+
+def test_null_object_box_is_read_as_no_role_object_and_columns_match_images(tmp_path):
+    from hoi_mllm.predictions_reader import read_prediction_columns
+
+    doc = _doc([GOOD, dict(GOOD, object_box=None, object=-1)], vocabulary="vcoco")
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    cols = read_prediction_columns(path)
+    assert cols.vocabulary == "vcoco" and cols.file_names == ["ok.jpg", "x.jpg"] and cols.offsets.tolist() == [0, 0, 2]
+    assert np.isnan(cols.object_boxes[1]).all() and cols.objects.tolist() == [3, -1]
+    im = read_predictions(path).images[1]
+    assert np.array_equal(im.object_boxes, cols.object_boxes, equal_nan=True) and im.verbs.tolist() == [7, 7]
+    lines = tmp_path / "p.jsonl"  # the same through JSON Lines
+    lines.write_text("\n".join(json.dumps(x) for x in [{k: v for k, v in doc.items() if k != "images"}, *doc["images"]]))
+    again = read_prediction_columns(lines)
+    assert np.array_equal(again.object_boxes, cols.object_boxes, equal_nan=True)

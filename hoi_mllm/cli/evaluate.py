@@ -3,12 +3,14 @@
 ::
 
     hoi-mllm evaluate hico-det --annotations instances_test2015.json --predictions preds.jsonl \\
-        [--split rare_first] [--setting default|known-object|both] [--json OUT] [--plot DIR]
+        [--split rare_first] [--setting default|known-object|both] [--protocol official|da-hoi] \\
+        [--json OUT] [--plot DIR]
     hoi-mllm evaluate vcoco --annotations instances_vcoco_test.json --predictions preds.jsonl \\
         [--json OUT] [--plot DIR]
 
 Prints a table in percent and writes the same numbers as JSON (atomically). Reading the
-predictions and evaluating them are timed apart (logged).
+predictions and evaluating them are timed apart (logged). Nothing here imports torch: the
+predictions are read as columns (:mod:`hoi_mllm.predictions_reader`) and evaluated with numpy.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ log = logging.getLogger("hoi_mllm.evaluate")
 
 PROTOCOLS = {
     "hico-det": "HICO-DET mAP (Full/Rare/Non-rare, Default and Known-Object; Unseen/Seen and U-R@K for a split)",
-    "vcoco": "V-COCO role AP (Scenario 1 and 2)",
+    "vcoco": "V-COCO role AP as vsrl_eval counts it (Scenario 1 and 2; the mean over the 24 action-roles and "
+             "over vsrl_eval's 25 slots); a role without an object is \"object_box\": null or all zeros",
     "cross-detector": "one recogniser under several detectors and baselines: one table (see cli/cross_detector.py)",
 }
 
@@ -52,8 +55,12 @@ def add_parser(sub) -> None:
     _common(h)
     h.add_argument("--split", default=None, metavar="NAME",
                    help="zero-shot split (e.g. rare_first, non_rare_first, unseen_object, unseen_verb, uc0)")
-    h.add_argument("--setting", default="both", choices=("default", "known-object", "both"),
-                   help="Default, Known-Object or both (default: both)")
+    h.add_argument("--protocol", dest="map_protocol", default="official", choices=("official", "da-hoi"),
+                   help="official (ho-rcnn's MATLAB code, 600 classes; default) or da-hoi (DA-HOI's hico_eval.py: "
+                        "no-interaction classes and the images holding only them dropped, top 100 per image, "
+                        "continuous IoU; its published 44.58 is on this footing, not the official one)")
+    h.add_argument("--setting", default=None, choices=("default", "known-object", "both"),
+                   help="Default, Known-Object or both (default: both; DA-HOI's protocol has only its own Default)")
     h.add_argument("--missing-classes", default="zero", choices=("zero", "skip"),
                    help="classes without ground truth: AP 0 in every mean as the official code (zero, "
                         "default) or left out of the means (skip)")
@@ -83,17 +90,17 @@ def _load(args, dataset: str):
     return samples, vocab
 
 
-def read_predictions_or_empty(path: str | Path, vocabulary: str):
-    """Read a predictions file; an empty file (no bytes, or only whitespace) is no predictions at all."""
-    from hoi_mllm.predictions import PredictionsFile, read_predictions
+def read_predictions_for_evaluation(path: str | Path, vocabulary):
+    """The predictions file as columns, for ``vocabulary``; one without any image is an error (a run that crashed early)."""
+    from hoi_mllm.eval.inputs import check_vocabulary
+    from hoi_mllm.predictions_reader import read_prediction_columns
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"predictions file not found: {path}")
-    if path.stat().st_size < 64 and not path.read_text().strip():
-        log.warning("%s is empty: no predictions, every AP is 0", path)
-        return PredictionsFile(vocabulary, [])
-    return read_predictions(path)
+    columns = read_prediction_columns(path)
+    check_vocabulary(columns, vocabulary)
+    if len(columns) == 0:
+        raise CLIError(f"{path} holds no predicted image (only a header): a run that stopped before its "
+                       "first image? (nothing to evaluate)")
+    return columns
 
 
 def run(args) -> int:
@@ -110,7 +117,7 @@ def run(args) -> int:
     dataset = "hico-det" if args.protocol == "hico-det" else "vcoco"
     samples, vocab = _load(args, dataset)
     start = time.perf_counter()
-    predictions = read_predictions_or_empty(args.predictions, vocab.name)
+    predictions = read_predictions_for_evaluation(args.predictions, vocab)
     parse_s = time.perf_counter() - start
     start = time.perf_counter()
     unknown = "ignore" if args.ignore_unknown_images else "error"
@@ -119,8 +126,8 @@ def run(args) -> int:
     else:
         result, table = _vcoco(args, samples, vocab, predictions, unknown)
     eval_s = time.perf_counter() - start
-    n = sum(len(im.scores) for im in predictions.images)
-    log.info("read %d images, %d triplets in %.2f s; evaluated in %.2f s", len(predictions.images), n, parse_s, eval_s)
+    log.info("read %d images, %d triplets in %.2f s; evaluated in %.2f s", len(predictions),
+             predictions.num_triplets, parse_s, eval_s)
     print(table)
     if args.json:
         report = result.to_dict()
@@ -137,7 +144,10 @@ def _hicodet(args, samples, vocab, predictions, unknown):
 
     if args.split:
         vocab.split(args.split)  # unknown split: an error naming the allowed ones, before any work
-    config = HICODetConfig(split=args.split, settings=args.setting, unknown_images=unknown,
+    if args.map_protocol == "da-hoi" and args.setting not in (None, "default"):
+        raise CLIError(f"--setting {args.setting}: DA-HOI's protocol has no Known-Object setting "
+                       "(leave --setting out, or use --protocol official)")
+    config = HICODetConfig(split=args.split, protocol=args.map_protocol, settings=args.setting, unknown_images=unknown,
                            missing_classes=args.missing_classes, keep_curves=bool(args.plot),
                            recall_count_no_interaction=args.recall_count_no_interaction,
                            progress=not args.no_progress)

@@ -13,7 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-from hoi_mllm.data.dataset import HOIDataset, collate_samples, to_hf_dataset
 from hoi_mllm.data.filters import FilterReport, filter_zero_shot
 from hoi_mllm.data.formats import FORMATS, AnnotationError, LoadReport, ReadContext, detect_format
 from hoi_mllm.data.hicodet import read_hicodet_ppdm, read_hicodet_upt
@@ -27,6 +26,16 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_LAZY = {"HOIDataset", "collate_samples", "to_hf_dataset"}  # torch datasets: imported on first use only
+
+
+def __getattr__(name: str):
+    if name in _LAZY:  # reading annotations (and evaluating) never imports torch
+        from hoi_mllm.data import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 READERS = {
     "hicodet-upt": read_hicodet_upt,
