@@ -123,7 +123,7 @@ def _random(name: str, shape, dtype: torch.dtype, std: float, generator: torch.G
         return torch.zeros(shape, dtype=dtype)
     if len(shape) == 1:  # norm weights
         return torch.ones(shape, dtype=dtype)
-    return (torch.randn(shape, generator=generator) * std).to(dtype)
+    return torch.randn(shape, generator=generator, dtype=dtype).mul_(std)
 
 
 def write_weights(model_cls, config, folder: Path, dtype: torch.dtype, max_shard_bytes: int, seed: int) -> dict:
