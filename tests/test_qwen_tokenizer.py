@@ -107,3 +107,13 @@ def test_presets_use_the_real_tokenizer():
         assert len(t) == length
         assert t.encode("Hello world", add_special_tokens=False) == [9707, 1879]
     assert len(preset_tokenizer("tiny-llava")) <= 2048  # trained in code
+
+
+def test_adapter_chat_format_is_the_templates(tok):
+    from hoi_mllm.models.qwen_vl import QwenVLBackbone
+
+    chat = QwenVLBackbone.chat
+    text = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}],
+                                   tokenize=False, add_generation_prompt=True)
+    assert text == (chat.user_start + "<|vision_start|><|image_pad|><|vision_end|>Q" + chat.user_end
+                    + chat.assistant_start)
