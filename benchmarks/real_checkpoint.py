@@ -62,12 +62,14 @@ def main(argv=None) -> int:
     if not (folder / "config.json").is_file():
         make_checkpoint(args.config, folder, dtype=args.dtype, overwrite=True)
         figures["write_s"] = time.perf_counter() - t
+        print(f"  written in {figures['write_s']:.1f} s", flush=True)
     figures["folder_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
     side = args.image_side
     t = time.perf_counter()
     backbone = load_backbone(str(folder), dtype=args.dtype, device_map=str(device),
                              min_pixels=side * side, max_pixels=side * side)
     figures["load_s"] = time.perf_counter() - t
+    print(f"  loaded in {figures['load_s']:.1f} s, peak {peak_bytes(device) / 2**30:.2f} GiB", flush=True)
     figures["parameters"] = sum(q.numel() for q in backbone.model.parameters())
     vocab = load_vocabulary("hico-det")
     rng = np.random.default_rng(0)
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         out = rec.recognise(image, pairs)
         figures["matching_s"] = time.perf_counter() - t
+        print(f"  matching ({len(pairs)} pairs) in {figures['matching_s']:.1f} s", flush=True)
         t = time.perf_counter()
         scores = scorer(image, pairs, mode="cache")
         figures["training_free_s"] = time.perf_counter() - t
