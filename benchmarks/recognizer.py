@@ -23,11 +23,14 @@ memory. Weights are random: compute does not depend on their values.
     python benchmarks/recognizer.py                                  # CPU: a small Qwen2.5-VL config
     python benchmarks/recognizer.py --config qwen2.5-vl-3b --device cuda --dtype bfloat16
 
-Configs (Qwen2.5-VL architecture, written here in code): ``cpu-small`` (hidden 512, 6 layers) and
-``qwen2.5-vl-3b`` (the real Qwen2.5-VL-3B-Instruct configuration: hidden 2048, 36 layers, 16 heads,
-2 key-value heads, MLP 11008, vocabulary 151936, vision encoder of 32 layers of width 1280). The
-tokenizer is the one made in code (``hoi_mllm.models.tokenizer``), so phrases tokenise into
-somewhat different lengths than with Qwen's own tokenizer.
+Configs (``hoi_mllm.models.make_checkpoint.CONFIGS``, Qwen2.5-VL architecture): ``cpu-small``
+(hidden 512, 6 layers) and ``qwen2.5-vl-3b`` (the real Qwen2.5-VL-3B-Instruct configuration: hidden
+2048, 36 layers, 16 heads, 2 key-value heads, MLP 11008, vocabulary 151936, vision encoder of 32
+layers of width 1280); or a tiny preset, or a checkpoint folder (``--config DIR``, e.g. one written
+by ``python -m hoi_mllm.models.make_checkpoint``). The tokenizer is the real Qwen2.5-VL one
+(``hoi_mllm.models.qwen_tokenizer``), so suffixes have the real model's token counts; candidates
+per pair are HICO-DET's real candidate lists for the pair's object (the vocabulary's prior), and
+the mean suffix length in tokens (pair tokens, question, candidates and match tokens) is printed.
 """
 from __future__ import annotations
 
@@ -39,57 +42,57 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-CONFIGS = {
-    "cpu-small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
-                      num_key_value_heads=2, vocab_size=None, tie_word_embeddings=True,
-                      vision_depth=4, vision_hidden=256, vision_intermediate=684, vision_heads=4,
-                      fullatt_block_indexes=[3]),
-    "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
-                          vision_depth=32, vision_hidden=1280, vision_intermediate=3420, vision_heads=16,
-                          fullatt_block_indexes=[7, 15, 23, 31]),
-}
 IMAGE_SIDE = 448
 PATCH, MERGE = 14, 2
 OBJECTS = ("bicycle", "cup", "horse", "chair", "skateboard", "umbrella", "motorcycle", "dining table")
 
 
 def build_backbone(name: str, device: torch.device, dtype: torch.dtype):
-    """A Qwen2.5-VL backbone adapter with random weights of config ``name`` and a 448 x 448 input size."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    """A Qwen2.5-VL backbone adapter of config ``name`` with a 448 x 448 input size.
+
+    ``name``: a size of ``hoi_mllm.models.make_checkpoint.CONFIGS`` (random weights, built in memory
+    from the same config a ``make_checkpoint`` folder holds, with the real tokenizer and our tokens
+    added as ``load_backbone`` adds them), a tiny preset, or a checkpoint folder (loaded by
+    ``load_backbone``, the path of a hub id).
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    from hoi_mllm.models.presets import _mrope_section
+    from hoi_mllm.models.loading import load_backbone
+    from hoi_mllm.models.make_checkpoint import CONFIGS, qwen25_config
+    from hoi_mllm.models.qwen_tokenizer import qwen_tokenizer
     from hoi_mllm.models.qwen_vl import QwenVLBackbone
-    from hoi_mllm.models.tokenizer import DEFAULT_NUM_PAIR_TOKENS, build_tokenizer
+    from hoi_mllm.models.tokenizer import DEFAULT_NUM_PAIR_TOKENS, add_special_tokens
 
-    c = CONFIGS[name]
-    tokenizer = build_tokenizer("qwen", num_pair_tokens=DEFAULT_NUM_PAIR_TOKENS)
-    vocab = c["vocab_size"] or -(-len(tokenizer) // 64) * 64
-    mrope = _mrope_section(c["hidden_size"] // c["num_attention_heads"])  # 3B: head 128 -> [16, 24, 24]
-    text = dict(hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-                num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
-                num_key_value_heads=c["num_key_value_heads"], vocab_size=vocab, max_position_embeddings=128000,
-                rms_norm_eps=1e-6, tie_word_embeddings=c["tie_word_embeddings"],
-                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope},
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
-    vision = dict(depth=c["vision_depth"], hidden_size=c["vision_hidden"], intermediate_size=c["vision_intermediate"],
-                  num_heads=c["vision_heads"], out_hidden_size=c["hidden_size"], patch_size=PATCH,
-                  spatial_merge_size=MERGE, temporal_patch_size=2, window_size=112, tokens_per_second=2,
-                  fullatt_block_indexes=c["fullatt_block_indexes"])
-    ids = {k: tokenizer.convert_tokens_to_ids(tok) for k, tok in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=c["tie_word_embeddings"], **ids)
+    pixels = IMAGE_SIDE * IMAGE_SIDE
+    if name not in CONFIGS:  # a preset or a folder
+        backbone = load_backbone(name, dtype=dtype, device_map=str(device), min_pixels=pixels, max_pixels=pixels)
+        return backbone.eval()
+    tokenizer = qwen_tokenizer("qwen2.5-vl")
+    add_special_tokens(tokenizer, DEFAULT_NUM_PAIR_TOKENS)
+    config = qwen25_config(name, tokenizer)
     with torch.device(device):
         torch.manual_seed(0)
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    pixels = {"shortest_edge": IMAGE_SIDE * IMAGE_SIDE, "longest_edge": IMAGE_SIDE * IMAGE_SIDE}
-    image_processor = Qwen2VLImageProcessor(size=pixels, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
-    video_processor = Qwen2VLVideoProcessor(size=pixels, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor)
+    size = {"shortest_edge": pixels, "longest_edge": pixels}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
+    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+                                    chat_template=tokenizer.chat_template)
     return QwenVLBackbone(model.eval(), tokenizer, processor, DEFAULT_NUM_PAIR_TOKENS, name)
+
+
+def record_lengths(recogniser) -> list:
+    """Wrap ``recogniser._run`` to record the suffix lengths (tokens) of every row it runs."""
+    seen: list = []
+    run = recogniser._run
+
+    def spy(enc, embeds, lengths, mode, **kwargs):
+        seen.append((enc.length, [int(v) for v in lengths]))
+        return run(enc, embeds, lengths, mode, **kwargs)
+
+    recogniser._run = spy
+    return seen
 
 
 def scene(vocab, n_pairs: int):
@@ -131,7 +134,8 @@ def slope(xs, ys) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu-small")
+    parser.add_argument("--config", default="cpu-small",
+                        help="cpu-small, qwen2.5-vl-3b, qwen2.5-vl-7b, a tiny preset or a checkpoint folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="default: float32 on CPU, bfloat16 on GPU")
@@ -143,6 +147,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--metric", choices=("wall", "cpu"), default=None,
                         help="time the ratios use (default: process CPU time on CPU, wall-clock on GPU)")
+    parser.add_argument("--yolo", default=None,
+                        help="also time this YOLO detector on the image (e.g. yolov8x.pt, or yolov8x.yaml: random "
+                             "weights, same compute) and print the per-image time with the detector included")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
 
     from hoi_mllm.models.likelihood import LikelihoodConfig, LikelihoodScorer
@@ -162,6 +170,7 @@ def main(argv=None) -> int:
     base = RecogniserConfig(max_pairs_per_pass=64)
     rec = {p: HOIRecogniser(backbone, vocab, replace(base, candidate_placement=p)).eval() for p in ("suffix", "prefix")}
     per_pair = HOIRecogniser(backbone, vocab, replace(base, max_pairs_per_pass=1)).eval()  # same seed, same weights
+    lengths = {p: record_lengths(r) for p, r in rec.items()}
     scorer_shared = LikelihoodScorer(backbone, vocab, LikelihoodConfig(max_rows_per_pass=256))
     scorer_each = LikelihoodScorer(backbone, vocab, LikelihoodConfig(max_rows_per_pass=1))
 
@@ -176,11 +185,20 @@ def main(argv=None) -> int:
     if args.skip_c:
         methods.pop("c-per-cand")
     image, pairs = scene(vocab, max(args.pairs))
+    detector_s = None
+    if args.yolo:
+        from hoi_mllm.detectors import build_detector
+
+        detector = build_detector("yolo", vocab, model=args.yolo, device=str(device))
+        detector([image])  # warm-up
+        detector_s = min(timed(lambda: detector([image]), device)[0]["wall"] for _ in range(max(args.repeats, 3)))
     with torch.no_grad():
         for fn in methods.values():  # warm-up
             fn(image, pairs[:2])
         results: dict[str, dict[int, dict]] = {m: {} for m in methods}
         diffs, rows = {}, {}
+        prefix_len = {p: {} for p in rec}
+        suffix_len = {p: {} for p in rec}
         for n in args.pairs:
             sub = pairs[: n]
             best: dict[str, dict] = {}
@@ -197,6 +215,8 @@ def main(argv=None) -> int:
                 results[name][n] = m
                 print(f"  {name:<11} {n:>3} pairs: wall {1000 * m['wall']:9.1f} ms, cpu {1000 * m['cpu']:9.1f} ms",
                       file=sys.stderr, flush=True)
+            for p in rec:  # the last run of this cell: its rows' suffix lengths and the prefix length
+                prefix_len[p][n], suffix_len[p][n] = lengths[p][-1][0], float(np.mean(lengths[p][-1][1]))
             valid = outs["a-suffix"].valid
             diffs[n] = float((outs["a-suffix"].verb_logits - outs["b-per-pair"].verb_logits)[valid].abs().max())
             rows[n] = int(valid.sum())
@@ -209,6 +229,9 @@ def main(argv=None) -> int:
             continue
         print(f"\n{title}\n{'method':<12}" + "".join(f"{n:>10} pairs" for n in args.pairs) + f"{'per +1 pair':>14}")
         print(f"{'candidates':<12}" + "".join(f"{rows[n]:>16}" for n in args.pairs))
+        for p in rec:
+            print(f"{'len a-' + p:<12}" + "".join(f"{suffix_len[p][n]:>9.1f} tokens" for n in args.pairs)
+                  + "   (mean per row; prefix " + ", ".join(f"{prefix_len[p][n]}" for n in args.pairs) + " tokens)")
         for name in methods:
             have = [n for n in args.pairs if n in results[name]]
             cells = [1000 * results[name][n][key] if n in results[name] else float("nan") for n in args.pairs]
@@ -228,6 +251,20 @@ def main(argv=None) -> int:
         for name in methods:
             print(f"{name:<12}" + "".join(f"{results[name][n]['peak'] / 2**30:>16.2f}" if n in results[name]
                                           else f"{'-':>16}" for n in args.pairs))
+    if detector_s is not None:
+        print(f"\nwith the detector ({args.yolo}: {1000 * detector_s:.1f} ms wall per image) included, wall ms per image:")
+        for name in ("a-suffix", "a-prefix", "b-full"):
+            print(f"{name:<12}" + "".join(f"{1000 * (results[name][n]['wall'] + detector_s):>16.1f}" for n in args.pairs))
+    if args.json:
+        import json
+        from pathlib import Path
+
+        data = {"config": args.config, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                "parameters": n_params, "image_side": IMAGE_SIDE, "metric": metric, "pairs": args.pairs,
+                "candidate_rows": rows, "detector": args.yolo, "detector_wall_s": detector_s,
+                "mean_suffix_tokens": suffix_len, "prefix_tokens": prefix_len, "max_abs_logit_diff": diffs,
+                "results": results, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     if 16 in args.pairs:
         a16 = {a: results[a][16][metric] for a in ("a-suffix", "a-prefix")}
         for a, t in a16.items():

@@ -18,8 +18,11 @@ wall time and used for the ratios (robust to a shared machine). Ratios are again
     python benchmarks/train_step.py                                        # CPU, tiny preset
     python benchmarks/train_step.py --config qwen2.5-vl-3b --device cuda   # GPU, the real 3B config
 
-``qwen2.5-vl-3b`` has random weights of the real Qwen2.5-VL-3B-Instruct configuration (written in
-``benchmarks/recognizer.py``), saved once to a temporary folder so that QLoRA can load it in 4-bit.
+The base (a tiny preset, or ``qwen2.5-vl-3b``: random weights of the real Qwen2.5-VL-3B-Instruct
+configuration) is written once to a temporary folder as a real-format checkpoint
+(``python -m hoi_mllm.models.make_checkpoint``: shards, the real tokenizer, preprocessor config) and
+every method loads it through ``load_backbone``, QLoRA in 4-bit. Candidates per pair are HICO-DET's
+real lists for the pair's object; the mean suffix length in tokens of the packed rows is printed.
 Weights are random: compute and memory do not depend on their values.
 
 ``--teacher`` adds the recipes' teacher (``teacher.kind: likelihood``, the frozen base in training-free
@@ -33,7 +36,6 @@ then annotated, and the interactiveness threshold is 0, so each image has the re
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import subprocess
@@ -49,25 +51,14 @@ METHODS = ("lora", "qlora", "full")
 IMAGE_SIDE = 448
 
 
-def _recognizer_bench():
-    """``benchmarks/recognizer.py`` as a module (its real Qwen2.5-VL-3B configuration)."""
-    spec = importlib.util.spec_from_file_location("bench_recognizer", Path(__file__).with_name("recognizer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def save_base(config: str, folder: Path, dtype: torch.dtype) -> Path:
-    """Write the base model of ``config`` (a tiny preset, or the random 3B config) to ``folder`` once."""
-    if (folder / "config.json").is_file():
-        return folder
-    if config.startswith("tiny-"):
-        from hoi_mllm.models.loading import load_backbone
+    """Write the base model of ``config`` (a tiny preset, or a real size such as ``qwen2.5-vl-3b``) to
+    ``folder`` once, as a real-format checkpoint (``hoi_mllm.models.make_checkpoint``)."""
+    from hoi_mllm.models.make_checkpoint import make_checkpoint
 
-        backbone = load_backbone(config)
-    else:
-        backbone = _recognizer_bench().build_backbone(config, torch.device("cpu"), dtype)
-    backbone.save_pretrained(folder)
+    if not (folder / "config.json").is_file():
+        make_checkpoint(config, folder, dtype={torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype],
+                        overwrite=True)
     return folder
 
 
@@ -125,6 +116,14 @@ def worker(args) -> dict:
     apply_adapter(backbone, adapter, quantized=method == "qlora", checkpointing=True)
     vocab = load_vocabulary("hico-det")
     rec = HOIRecogniser(backbone, vocab, RecogniserConfig(sap=SAPConfig(hidden_size=256))).train()
+    suffix_lengths: list[int] = []
+    run_packed = backbone.run_packed
+
+    def spy(enc, embeds, lengths, *a, **k):  # record the rows' suffix lengths (tokens)
+        suffix_lengths.extend(int(v) for v in lengths)
+        return run_packed(enc, embeds, lengths, *a, **k)
+
+    backbone.run_packed = spy
     pairs = PairsConfig(proposal=PairProposalConfig(max_pairs=None, human_human=False))
     teacher, teacher_kind = NoTeacher(vocab), "none"
     if args.teacher:
@@ -168,7 +167,8 @@ def worker(args) -> dict:
     return {"method": method, "step_s": float(np.median(times)), "cpu_s": float(np.median(cpu_times)),
             "peak_bytes": int(peak), "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS",
             "trainable": counts["trainable"], "total": counts["total"], "loss": float(terms.total.detach()),
-            "pairs_per_step": int(terms.pairs), "teacher": teacher_kind, "potential_pairs": potential}
+            "pairs_per_step": int(terms.pairs), "teacher": teacher_kind, "potential_pairs": potential,
+            "mean_suffix_tokens": float(np.mean(suffix_lengths)) if suffix_lengths else float("nan")}
 
 
 def main(argv=None) -> int:
@@ -184,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--teacher", action="store_true",
                    help="include the recipes' likelihood teacher (shared base for LoRA, a second copy otherwise)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--base", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -223,11 +224,15 @@ def main(argv=None) -> int:
     print(f"training step: {args.config} on {args.device} ({args.dtype}), {args.images} images x {args.pairs} pairs, "
           f"gradient checkpointing, median of {args.steps} steps")
     print(f"{'method':<6} {'teacher':>7} {'potential':>9} {'wall s/step':>11} {'cpu s/step':>10} {'peak GiB':>9} "
-          f"{'trainable':>13} {'time/LoRA':>9} {'mem/LoRA':>8}  (peak = {results[0]['peak_kind']})")
+          f"{'trainable':>13} {'time/LoRA':>9} {'mem/LoRA':>8} {'suffix tok':>10}  (peak = {results[0]['peak_kind']})")
     for r in results:
         print(f"{r['method']:<6} {r['teacher']:>7} {r['potential_pairs']:>9} {r['step_s']:>11.3f} {r['cpu_s']:>10.3f} "
               f"{r['peak_bytes'] / 2**30:>9.2f} {r['trainable']:>13,} {r[key] / ref[key]:>9.2f} "
-              f"{r['peak_bytes'] / ref['peak_bytes']:>8.2f}")
+              f"{r['peak_bytes'] / ref['peak_bytes']:>8.2f} {r['mean_suffix_tokens']:>10.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": args.config, "device": args.device, "dtype": args.dtype,
+                                               "images": args.images, "pairs": args.pairs, "results": results},
+                                              indent=2) + "\n")
     return 0
 
 

@@ -8,6 +8,8 @@ for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "Y
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "hoi_mllm_tests_yolo"))
 # caches the code shares across runs (detector pairs) go to a folder of this test session, not ~/.cache
 os.environ["HOI_MLLM_CACHE"] = tempfile.mkdtemp(prefix="hoi_mllm_tests_cache_")
+# the real Qwen tokenizer built offline (2 s) is the same for every session: share its cache
+os.environ.setdefault("HOI_MLLM_TOKENIZERS", str(Path(tempfile.gettempdir()) / "hoi_mllm_tests_tokenizers"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

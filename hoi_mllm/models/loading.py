@@ -3,7 +3,9 @@
 The family comes from the checkpoint config's ``model_type``; :data:`SUPPORTED` lists them. A real
 checkpoint loads with ``from_pretrained`` (dtype, device map, attention implementation, optional
 4-bit / 8-bit bitsandbytes quantization), its processor with ``AutoProcessor``; every tokenizer gets
-our special tokens, and the embedding matrix grows only if a new id falls outside it.
+our special tokens, and the embedding matrix grows only if a new id falls outside it. A local
+folder is checked first (``checkpoint_files``): a missing file or a clashing tokenizer is named
+before any weight loads.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Iterable
 import torch
 
 from hoi_mllm.models.backbone import Backbone
+from hoi_mllm.models.checkpoint_files import check_folder, check_tokenizer
 from hoi_mllm.models.presets import PRESETS, build_preset
 from hoi_mllm.models.tokenizer import DEFAULT_NUM_PAIR_TOKENS, add_special_tokens
 
@@ -152,14 +155,17 @@ def load_backbone(
     if config.model_type not in SUPPORTED:
         raise ValueError(f"{name!r} is a {config.model_type!r} model, which is not supported; {_supported_text()}")
     model_cls = getattr(transformers, SUPPORTED[config.model_type][1])
+    if Path(source).is_dir():  # bad input named before any weight loads
+        check_folder(source)
+    processor = AutoProcessor.from_pretrained(source)
+    tokenizer = processor.tokenizer
+    check_tokenizer(tokenizer, config, name, num_pair_tokens)
     compute = dtype if isinstance(dtype, torch.dtype) else None
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     model = model_cls.from_pretrained(source, device_map=device_map,
                                       quantization_config=quantization_config(quantization, compute), **kwargs)
-    processor = AutoProcessor.from_pretrained(source)
-    tokenizer = processor.tokenizer
     ids = add_special_tokens(tokenizer, num_pair_tokens)
     if max(ids) >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))

@@ -2,9 +2,14 @@
 
 ``tiny-qwen2-vl``, ``tiny-qwen2.5-vl``, ``tiny-llava`` and ``tiny-llava-onevision`` are real
 instances of the transformers model classes (``Qwen2VLForConditionalGeneration``, ...), with a few
-layers of small width, a tokenizer trained in code (:mod:`hoi_mllm.models.tokenizer`) and the
-family's real processor classes configured for small images: small enough to train on a CPU, used
-by the tests and the synthetic world. Weights are seeded (same seed, same weights); sizes can be
+layers of small width, a tokenizer and the family's real processor classes configured for small
+images: small enough to train on a CPU, used by the tests and the synthetic world. The Qwen presets
+and ``tiny-llava-onevision`` (Qwen2 based) use the real Qwen2 / Qwen2.5 tokenizer
+(:mod:`hoi_mllm.models.qwen_tokenizer`, built offline), so they tokenize phrases and prompts as
+the real models do and their vocabulary is the real one (151,936 embedding rows for Qwen, as the
+published configs; a small width keeps the model small); ``tiny-llava`` (whose Vicuna tokenizer
+is not available offline) uses a small BPE trained in code (:mod:`hoi_mllm.models.tokenizer`).
+Our pair / match / answer tokens are added to either as to a downloaded checkpoint's tokenizer. Weights are seeded (same seed, same weights); sizes can be
 changed with ``overrides`` (the fields of :class:`TinySpec`).
 
 Grids: a 224 x 224 image gives an 8 x 8 visual grid in every family (Qwen: 14-pixel patches merged
@@ -19,6 +24,10 @@ from typing import Iterable, Sequence
 import torch
 
 PRESETS = ("tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llava", "tiny-llava-onevision")
+# the family of the real tokenizer each preset uses (None: a tokenizer trained in code)
+REAL_TOKENIZER = {"tiny-qwen2-vl": "qwen2-vl", "tiny-qwen2.5-vl": "qwen2.5-vl", "tiny-llava": None,
+                  "tiny-llava-onevision": "llava-onevision"}
+QWEN_VOCAB_ROWS = 151936  # embedding rows of the published Qwen2-VL / Qwen2.5-VL configs
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class TinySpec:
     patch_size: int = field(default=0, metadata={"help": "vision patch side in pixels (0: 14 for Qwen, 28 for LLaVA)"})
     max_grid: int = field(default=12, metadata={"help": "Qwen: at most this many merged tokens a side"})
     min_grid: int = field(default=4, metadata={"help": "Qwen: at least this many merged tokens a side"})
-    vocab_size: int = field(default=2048, metadata={"help": "upper bound of the trained tokenizer's vocabulary"})
+    vocab_size: int = field(default=2048, metadata={"help": "tiny-llava: upper bound of the trained tokenizer's vocabulary"})
     seed: int = field(default=0, metadata={"help": "seed of the random weights"})
 
 
@@ -100,7 +109,8 @@ def _qwen(name: str, spec: TinySpec, tokenizer, vocab: int):
     pixels = {"shortest_edge": (spec.min_grid * unit) ** 2, "longest_edge": (spec.max_grid * unit) ** 2}
     image_processor = Qwen2VLImageProcessor(size=pixels, patch_size=patch, merge_size=merge, temporal_patch_size=2)
     video_processor = Qwen2VLVideoProcessor(size=pixels, patch_size=patch, merge_size=merge, temporal_patch_size=2)
-    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor)
+    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+                              chat_template=tokenizer.chat_template)
     return model_cls, config, processor
 
 
@@ -136,8 +146,23 @@ def _llava(name: str, spec: TinySpec, tokenizer, vocab: int):
     image_processor = LlavaOnevisionImageProcessor(size=square, image_grid_pinpoints=pinpoints)
     video_processor = LlavaOnevisionVideoProcessor(size=square)
     processor = LlavaOnevisionProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-                                        num_image_tokens=grid * grid, vision_feature_select_strategy="full")
+                                        num_image_tokens=grid * grid, vision_feature_select_strategy="full",
+                                        chat_template=tokenizer.chat_template)
     return LlavaOnevisionForConditionalGeneration, config, processor
+
+
+def preset_tokenizer(name: str, vocabularies: Iterable = ("hico-det", "vcoco"), extra_texts: Sequence[str] = (),
+                     vocab_size: int = 2048, num_pair_tokens: int = 8):
+    """The tokenizer of preset ``name``, our special tokens added (see the module docstring)."""
+    from hoi_mllm.models.qwen_tokenizer import qwen_tokenizer
+    from hoi_mllm.models.tokenizer import add_special_tokens, build_tokenizer
+
+    family = REAL_TOKENIZER[name]
+    if family is None:
+        return build_tokenizer("llava", vocabularies, extra_texts, vocab_size, num_pair_tokens)
+    tokenizer = qwen_tokenizer(family)
+    add_special_tokens(tokenizer, num_pair_tokens)
+    return tokenizer
 
 
 def build_preset(
@@ -153,19 +178,18 @@ def build_preset(
     Args:
         name: one of :data:`PRESETS`.
         overrides: :class:`TinySpec` fields to change, e.g. ``{"hidden_size": 128, "num_hidden_layers": 4}``.
-        vocabularies: vocabularies whose phrases train the tokenizer (see ``tokenizer.build_tokenizer``).
-        extra_texts: more tokenizer corpus.
+        vocabularies: tiny-llava: vocabularies whose phrases train its tokenizer (``tokenizer.build_tokenizer``).
+        extra_texts: tiny-llava: more tokenizer corpus.
         num_pair_tokens: pair tokens in the tokenizer.
         attn_implementation: ``"sdpa"`` (default) or ``"eager"``.
     """
-    from hoi_mllm.models.tokenizer import build_tokenizer
-
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     spec = tiny_spec(overrides)
     style = "qwen" if name.startswith("tiny-qwen") else ("llava" if name == "tiny-llava" else "onevision")
-    tokenizer = build_tokenizer(style, vocabularies, extra_texts, spec.vocab_size, num_pair_tokens)
-    vocab = -(-len(tokenizer) // 64) * 64  # room for a few added tokens, a multiple of 64
+    tokenizer = preset_tokenizer(name, vocabularies, extra_texts, spec.vocab_size, num_pair_tokens)
+    # the real Qwen vocabulary has 151,936 rows (room after the added tokens), else a multiple of 64
+    vocab = max(QWEN_VOCAB_ROWS if style != "llava" else 0, -(-len(tokenizer) // 64) * 64)
     builder = _qwen if style == "qwen" else _llava
     model_cls, config, processor = builder(name, spec, tokenizer, vocab)
     with torch.random.fork_rng(devices=[]):

@@ -1,6 +1,7 @@
-"""Tokenizers made in code for the tiny presets, and our special tokens for every tokenizer.
+"""A tokenizer made in code for ``tiny-llava``, and our special tokens for every tokenizer.
 
-The tiny random presets (``tiny-qwen2-vl``, ``tiny-llava``, ...) cannot download a tokenizer, so
+The Qwen presets and ``tiny-llava-onevision`` use the real Qwen2 / Qwen2.5 tokenizer built offline
+(:mod:`hoi_mllm.models.qwen_tokenizer`). ``tiny-llava`` cannot get its Vicuna tokenizer offline, so
 :func:`build_tokenizer` trains a small byte-level BPE (``tokenizers`` library) on a corpus made of
 the verb phrases, verb and object names of the built-in vocabularies (plus any vocabulary passed
 in), the words our prompts use, digits and punctuation. Byte-level BPE encodes any text (unknown
