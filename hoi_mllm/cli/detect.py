@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,11 +113,11 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from hoi_mllm.cli import output_folder, parse_key_values
-    from hoi_mllm.cli.detections import collect_images, detect_images, nothing_processed, vis_names
     from hoi_mllm.detectors import build_detector
     from hoi_mllm.io import atomic_path
     from hoi_mllm.pipeline import HOIPipeline, load_recogniser
     from hoi_mllm.predictions import PredictionsWriter
+    from hoi_mllm.runner import collect_images, items_from_files, nothing_processed, recognise, vis_names
     from hoi_mllm.visualize import draw_triplets
 
     _check_args(args)
@@ -147,16 +146,8 @@ def run(args) -> int:
     unpictured: list[dict] = []
     with writer, tqdm(total=len(files), initial=len(files) - len(todo), desc=f"detect ({detector.name})",
                       unit="img", file=sys.stderr) as bar:
-        for image, name, dets in detect_images(detector, todo, skipped, bar):
-            t0 = time.perf_counter()
-            try:
-                triplets = pipeline.recognise_detections(image, dets, name)
-            except ValueError as exc:
-                skipped.append({"file_name": name, "error": str(exc)})
-                log.warning("skipped %s: %s", name, exc)
-                continue
-            triplets.extra["recognition_ms"] = round(1000 * (time.perf_counter() - t0), 1)
-            writer.write(triplets)
+        for item, image, triplets in recognise(pipeline, items_from_files(todo), skipped, writer=writer, bar=bar):
+            name = item.name
             if not args.no_vis:
                 try:
                     with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
