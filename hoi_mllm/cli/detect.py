@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+from hoi_mllm.device import DEVICE_HELP
 
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("matching", "training-free")
@@ -43,10 +44,11 @@ def add_parser(sub) -> None:
                         "under a pretrained MLLM); default: a saved model's own mode, matching for a tiny preset, "
                         "training-free for a hub id or base checkpoint")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
                                                                  "the checkpoint's otherwise)")
-    p.add_argument("--top-k", type=int, default=100, help="triplets kept per image (default: 100)")
+    p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
+                                                             "else 100)")
     p.add_argument("--max-pairs", type=int, default=None, help="pairs per image, best human x object score first "
                                                                 "(default: the saved model's, else 64)")
     p.add_argument("--recursive", action="store_true", help="also look for images in sub-folders")
@@ -60,17 +62,10 @@ def add_parser(sub) -> None:
 def _check_args(args) -> None:
     from hoi_mllm.cli import CLIError
 
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     if args.max_pairs is not None and args.max_pairs < 1:
         raise CLIError(f"--max-pairs must be >= 1, got {args.max_pairs}")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise CLIError(f"--device {args.device!r} not allowed; allowed: cpu, cuda, cuda:N")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
 
 
 # detector options that change how fast, not what, a detector finds
@@ -112,10 +107,10 @@ def _check_resumable(path: Path, settings: dict) -> bool:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from hoi_mllm.cli import output_folder, parse_key_values
-    from hoi_mllm.detectors import build_detector
+    from hoi_mllm.cli import CLIError, output_folder, parse_key_values
+    from hoi_mllm.device import resolve_device
     from hoi_mllm.io import atomic_path
-    from hoi_mllm.pipeline import HOIPipeline, load_recogniser
+    from hoi_mllm.pipeline import load_pipeline
     from hoi_mllm.predictions import PredictionsWriter
     from hoi_mllm.runner import collect_images, items_from_files, nothing_processed, recognise, vis_names
     from hoi_mllm.visualize import draw_triplets
@@ -124,17 +119,16 @@ def run(args) -> int:
     files = collect_images(args.inputs, args.recursive)
     out_dir = output_folder(args.output)  # before the model loads: a bad --output fails at once
     options = parse_key_values(args.detector_option, what="--detector-option")
-    recogniser, saved = load_recogniser(args.model, args.vocabulary, args.mode, args.device, args.dtype)
-    vocabulary = recogniser.vocabulary
-    options.setdefault("device", args.device)
-    detector = build_detector(args.detector, vocabulary=vocabulary, **options)
-    pair_config = saved.pair_config if saved is not None else None
-    post_config = saved.post_config if saved is not None else None
-    pipeline = HOIPipeline(detector, recogniser, pair_config, post_config)
-    pipeline.post_config = replace(pipeline.post_config, top_k=args.top_k)
-    if args.max_pairs is not None:
-        pipeline.pair_config = replace(pipeline.pair_config, max_pairs=args.max_pairs)
-
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise CLIError(f"--device: {exc}") from exc
+    print(f"device: {device}", file=sys.stderr)
+    overrides = {k: v for k, v in (("top_k", args.top_k), ("max_pairs", args.max_pairs)) if v is not None}
+    pipeline = load_pipeline(args.model, detector=args.detector, detector_options=options, vocabulary=args.vocabulary,
+                             mode=args.mode, device=device, dtype=args.dtype, **overrides)
+    detector, vocabulary = pipeline.detector, pipeline.vocabulary
+    options.setdefault("device", device)
     meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode,
             "settings": _settings(args, options, pipeline)}
     resume = not args.force and _check_resumable(out_dir / "predictions.jsonl", meta["settings"])
