@@ -100,6 +100,7 @@ class HOIPipeline:
         self.pair_config = pair_config or PairProposalConfig()
         self.post_config = post_config or PostprocessConfig()
         self.vocabulary: Vocabulary = recogniser.vocabulary
+        self.interaction_report = None  # what load_pipeline(interactions=...) added
         self._check_detector(detector)
 
     @property
@@ -108,7 +109,9 @@ class HOIPipeline:
 
     def _check_detector(self, detector) -> None:
         dv = getattr(detector, "vocabulary", None)
-        if dv is not None and (dv.name != self.vocabulary.name or dv.objects != self.vocabulary.objects):
+        same = dv is not None and (dv.name == self.vocabulary.name  # or the vocabulary it extends with interactions
+                                   or self.vocabulary.name.startswith(f"{dv.name}+"))
+        if dv is not None and (not same or dv.objects != self.vocabulary.objects):
             raise ValueError(f"the detector labels objects of {dv.name!r} but the recogniser's vocabulary is "
                              f"{self.vocabulary.name!r}; build the detector with vocabulary={self.vocabulary.name!r}")
 
@@ -318,7 +321,7 @@ def _split_overrides(overrides: dict) -> tuple[dict, dict]:
 
 def load_pipeline(model: str | Path, *, detector=None, vocabulary=None, mode: str | None = None,
                   device: str = "auto", dtype: torch.dtype | str | None = None, detector_options: dict | None = None,
-                  **overrides) -> HOIPipeline:
+                  interactions=None, **overrides) -> HOIPipeline:
     """The one way to build a ready pipeline (what ``hoi-mllm detect`` runs).
 
     >>> from hoi_mllm import load_pipeline                      # doctest: +SKIP
@@ -338,6 +341,10 @@ def load_pipeline(model: str | Path, *, detector=None, vocabulary=None, mode: st
             recogniser and for a detector spec that names no device.
         dtype: backbone precision (default: float32 on cpu, the checkpoint's otherwise).
         detector_options: options of a detector spec (``{"score_threshold": 0.3}``).
+        interactions: new verb-object phrases to score, no training (``["feed giraffe", "repair
+            bicycle"]``, mappings, or a YAML / JSON file of them; see :mod:`hoi_mllm.interactions`).
+            The pipeline's vocabulary becomes the extended one; ``pipe.interaction_report`` says what
+            was added and what was already there.
         **overrides: pair-proposal and post-processing settings (``top_k=``, ``max_pairs=``,
             ``verb_exponent=`` ...): applied over the saved model's own values, which are kept otherwise.
     Raises:
@@ -359,7 +366,19 @@ def load_pipeline(model: str | Path, *, detector=None, vocabulary=None, mode: st
             spec_options["device"] = device
     elif detector_options:
         raise ValueError("detector_options are for a detector spec (a string), not a detector object")
+    if interactions is not None:
+        from hoi_mllm.interactions import read_interactions
+
+        if isinstance(interactions, (str, Path)):
+            interactions = read_interactions(interactions)
+        interactions = list(interactions)
     recogniser, saved = load_recogniser(model, vocabulary, mode, device, dtype)
+    report = None
+    if interactions:
+        from hoi_mllm.interactions import add_interactions, use_vocabulary
+
+        extended, report = add_interactions(recogniser.vocabulary, interactions)
+        use_vocabulary(recogniser, extended)
     pair_config = saved.pair_config if saved is not None else PairProposalConfig()
     post_config = saved.post_config if saved is not None else PostprocessConfig()
     pair_config, post_config = replace(pair_config, **pair_overrides), replace(post_config, **post_overrides)
@@ -367,4 +386,6 @@ def load_pipeline(model: str | Path, *, detector=None, vocabulary=None, mode: st
         from hoi_mllm.detectors import build_detector
 
         detector = build_detector(spec, vocabulary=recogniser.vocabulary, **spec_options)
-    return HOIPipeline(detector, recogniser, pair_config, post_config)
+    pipe = HOIPipeline(detector, recogniser, pair_config, post_config)
+    pipe.interaction_report = report
+    return pipe

@@ -43,6 +43,11 @@ def add_parser(sub) -> None:
                    help="matching (a fine-tuned recogniser) or training-free (likelihood of each candidate phrase "
                         "under a pretrained MLLM); default: a saved model's own mode, matching for a tiny preset, "
                         "training-free for a hub id or base checkpoint")
+    p.add_argument("--interaction", action="append", default=[], metavar="PHRASE",
+                   help="a new interaction to score, no training: 'VERB OBJECT' (repeatable; 'feed giraffe, zebra' "
+                        "gives one verb several objects); the object must be in the vocabulary")
+    p.add_argument("--interactions", default=None, metavar="FILE",
+                   help="a YAML or JSON list of interactions ('VERB OBJECT' strings or {verb, objects, phrase})")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
@@ -74,10 +79,12 @@ _RUNTIME_OPTIONS = ("device", "batch_size")
 
 def _settings(args, options: dict, pipeline) -> dict:
     """What decides the predictions of an image: a rerun resumes only under the same settings."""
+    report = getattr(pipeline, "interaction_report", None)
     return {"detector": args.detector, "model": str(args.model), "mode": pipeline.mode,
             "vocabulary": pipeline.recogniser.vocabulary.name,
             "detector_options": {k: str(v) for k, v in sorted(options.items()) if k not in _RUNTIME_OPTIONS},
-            "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs}
+            "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs,
+            **({"interactions": report.added} if report is not None and report.added else {})}
 
 
 def _check_resumable(path: Path, settings: dict) -> bool:
@@ -125,8 +132,21 @@ def run(args) -> int:
         raise CLIError(f"--device: {exc}") from exc
     print(f"device: {device}", file=sys.stderr)
     overrides = {k: v for k, v in (("top_k", args.top_k), ("max_pairs", args.max_pairs)) if v is not None}
+    interactions = list(args.interaction)
+    if args.interactions:
+        from hoi_mllm.interactions import read_interactions
+
+        interactions += read_interactions(args.interactions)
     pipeline = load_pipeline(args.model, detector=args.detector, detector_options=options, vocabulary=args.vocabulary,
-                             mode=args.mode, device=device, dtype=args.dtype, **overrides)
+                             mode=args.mode, device=device, dtype=args.dtype, interactions=interactions or None,
+                             **overrides)
+    if pipeline.interaction_report is not None:
+        for line in pipeline.interaction_report.lines():
+            print(line, file=sys.stderr)
+        if pipeline.interaction_report.added:
+            pipeline.vocabulary.save(out_dir / "vocabulary.json")
+            print(f"the vocabulary with the new interactions: {out_dir / 'vocabulary.json'} (evaluate with "
+                  f"--vocabulary {out_dir / 'vocabulary.json'})", file=sys.stderr)
     detector, vocabulary = pipeline.detector, pipeline.vocabulary
     options.setdefault("device", device)
     meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode,
