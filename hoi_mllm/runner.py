@@ -371,3 +371,76 @@ def recognise(pipeline, items: Sequence[ImageItem], skipped: list[dict] | None =
         if writer is not None:
             writer.write(triplets)
         yield item, image, triplets
+
+
+# --------------------------------------------------------------------------- a whole detect run
+@dataclass
+class DetectRun:
+    """What :func:`detect_folder` did (this process's part, and the merged file on process 0)."""
+
+    result: Any  # the merged PredictionsFile (process 0), else None
+    new: int  # images predicted in this run (process 0: by every process)
+    skipped: list
+    unpictured: list
+    rank: int
+    world: int
+
+
+def detect_folder(pipeline, files: Sequence[tuple[Path, str]], out_dir: Path, meta: dict, *, force: bool = False,
+                  pictures: bool = True, progress: bool = True, prefetch: int = 0) -> DetectRun:
+    """``hoi-mllm detect``'s run: the images of ``files`` through ``pipeline`` into ``out_dir``.
+
+    Writes ``predictions.jsonl`` (resumable), ``predictions.json`` and ``vis/<name>.jpg``. Under a
+    multi-process launcher the images are sharded over the processes
+    (:class:`~hoi_mllm.sharding.ShardedPredictions`), each writing its own log, merged by process 0
+    at the end; alone, the same with one shard.
+
+    Raises:
+        SettingsMismatch: the folder holds predictions of other settings (and not ``force``).
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from hoi_mllm.io import atomic_path
+    from hoi_mllm.sharding import ShardedPredictions, process_index
+    from hoi_mllm.visualize import draw_triplets
+
+    rank, world, _ = process_index()
+    state = None
+    if world > 1:
+        import torch
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())  # gloo between CPU processes, else NCCL
+    shard = ShardedPredictions(out_dir, pipeline.vocabulary.name, meta, rank, world, force)
+    names = [n for _, n in files]
+    before = len(shard.done & set(names))
+    mine = set(shard.todo(names))
+    todo = [(p, n) for p, n in files if n in mine]
+    if state is not None:
+        state.wait_for_everyone()  # every process has read what is done before anyone writes
+    picture = vis_names(names)
+    skipped: list[dict] = []
+    unpictured: list[dict] = []
+    desc = f"detect ({getattr(pipeline.detector, 'name', 'detector')})" + (f" [{rank + 1}/{world}]" if world > 1 else "")
+    with shard.writer, tqdm(total=len(todo), desc=desc, unit="img", file=sys.stderr, disable=not progress) as bar:
+        for item, image, triplets in recognise(pipeline, items_from_files(todo), skipped, writer=shard.writer,
+                                               bar=bar, prefetch=prefetch):
+            if not pictures:
+                continue
+            try:
+                with atomic_path(out_dir / "vis" / picture[item.name]) as tmp:
+                    draw_triplets(image, triplets, pipeline.vocabulary).save(tmp, format="JPEG", quality=90)
+            except (OSError, ValueError) as exc:  # the predictions of this image are written: keep going
+                unpictured.append({"file_name": item.name, "error": str(exc)})
+                log.warning("no picture for %s: %s", item.name, exc)
+    notes = {k: v for k, v in (("skipped", skipped), ("pictures_failed", unpictured)) if v}
+    shard.write_notes(notes)
+    if state is not None:
+        state.wait_for_everyone()
+    result = shard.merge(names, out_dir / "predictions.json") if rank == 0 else None
+    if state is not None:
+        state.wait_for_everyone()
+    new = len(result.images) - before if result is not None else len(todo) - len(skipped)
+    return DetectRun(result, new, skipped, unpictured, rank, world)

@@ -56,6 +56,9 @@ def add_parser(sub) -> None:
                                                              "else 100)")
     p.add_argument("--max-pairs", type=int, default=None, help="pairs per image, best human x object score first "
                                                                 "(default: the saved model's, else 64)")
+    p.add_argument("--prefetch", type=int, default=1, metavar="N",
+                   help="images decoded and detected ahead by a background thread while the recogniser runs "
+                        "(0: none; default: 1)")
     p.add_argument("--recursive", action="store_true", help="also look for images in sub-folders")
     p.add_argument("--no-vis", action="store_true", help="do not draw pictures")
     p.add_argument("--force", action="store_true",
@@ -71,6 +74,8 @@ def _check_args(args) -> None:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     if args.max_pairs is not None and args.max_pairs < 1:
         raise CLIError(f"--max-pairs must be >= 1, got {args.max_pairs}")
+    if args.prefetch < 0:
+        raise CLIError(f"--prefetch must be >= 0, got {args.prefetch}")
 
 
 # detector options that change how fast, not what, a detector finds
@@ -87,40 +92,11 @@ def _settings(args, options: dict, pipeline) -> dict:
             **({"interactions": report.added} if report is not None and report.added else {})}
 
 
-def _check_resumable(path: Path, settings: dict) -> bool:
-    """True when ``path`` may be resumed: absent, empty, or written with the same ``settings``.
-
-    Raises:
-        CLIError: it holds images predicted with other settings (names each one that differs).
-    """
-    import json
-
-    from hoi_mllm.cli import CLIError
-
-    if not path.exists() or path.stat().st_size == 0:
-        return True
-    try:
-        with open(path) as f:
-            old = json.loads(f.readline()).get("settings")  # the header line
-    except (ValueError, AttributeError):
-        return True  # not a header: the writer reports what is wrong with the file
-    if old is None or old == settings:
-        return True
-    changed = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in settings if old.get(k) != settings.get(k))
-    raise CLIError(f"{path} holds predictions made with other settings ({changed}); use another --output, "
-                   "or --force to start it afresh")
-
-
 def run(args) -> int:
-    from tqdm import tqdm
-
     from hoi_mllm.cli import CLIError, output_folder, parse_key_values
     from hoi_mllm.device import resolve_device
-    from hoi_mllm.io import atomic_path
     from hoi_mllm.pipeline import load_pipeline
-    from hoi_mllm.predictions import PredictionsWriter
-    from hoi_mllm.runner import collect_images, items_from_files, nothing_processed, recognise, vis_names
-    from hoi_mllm.visualize import draw_triplets
+    from hoi_mllm.runner import collect_images, detect_folder, nothing_processed
 
     _check_args(args)
     files = collect_images(args.inputs, args.recursive)
@@ -147,38 +123,21 @@ def run(args) -> int:
             pipeline.vocabulary.save(out_dir / "vocabulary.json")
             print(f"the vocabulary with the new interactions: {out_dir / 'vocabulary.json'} (evaluate with "
                   f"--vocabulary {out_dir / 'vocabulary.json'})", file=sys.stderr)
-    detector, vocabulary = pipeline.detector, pipeline.vocabulary
     options.setdefault("device", device)
     meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode,
             "settings": _settings(args, options, pipeline)}
-    resume = not args.force and _check_resumable(out_dir / "predictions.jsonl", meta["settings"])
-    writer = PredictionsWriter(out_dir / "predictions.jsonl", vocabulary.name, meta=meta, resume=resume)
-    done = writer.done
-    todo = [(p, n) for p, n in files if n not in done]
-    pictures = vis_names([n for _, n in files])
-    skipped: list[dict] = []
-    unpictured: list[dict] = []
-    with writer, tqdm(total=len(files), initial=len(files) - len(todo), desc=f"detect ({detector.name})",
-                      unit="img", file=sys.stderr) as bar:
-        for item, image, triplets in recognise(pipeline, items_from_files(todo), skipped, writer=writer, bar=bar):
-            name = item.name
-            if not args.no_vis:
-                try:
-                    with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
-                        draw_triplets(image, triplets, vocabulary).save(tmp, format="JPEG", quality=90)
-                except (OSError, ValueError) as exc:  # the predictions of this image are written: keep going
-                    unpictured.append({"file_name": name, "error": str(exc)})
-                    log.warning("no picture for %s: %s", name, exc)
-    if skipped:
-        writer.meta["skipped"] = skipped
-    if unpictured:
-        writer.meta["pictures_failed"] = unpictured
-    result = writer.finish(out_dir / "predictions.json")
+    run = detect_folder(pipeline, files, out_dir, meta, force=args.force, pictures=not args.no_vis,
+                        prefetch=args.prefetch)
+    skipped, unpictured, result = run.skipped, run.unpictured, run.result
+    if result is None:  # another process of a sharded run: process 0 merged and reports
+        return 0
     if not result.images:
-        raise nothing_processed(skipped)
+        raise nothing_processed(result.meta.get("skipped", skipped))
     n_triplets = sum(len(im) for im in result.images)
-    print(f"{len(result.images)} images ({len(todo) - len(skipped)} new), {n_triplets} triplets -> "
+    shards = f", {run.world} processes" if run.world > 1 else ""
+    print(f"{len(result.images)} images ({run.new} new{shards}), {n_triplets} triplets -> "
           f"{out_dir / 'predictions.json'}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
+    skipped, unpictured = result.meta.get("skipped", skipped), result.meta.get("pictures_failed", unpictured)
     if skipped:
         print(f"skipped {len(skipped)} image(s): " + ", ".join(s["file_name"] for s in skipped), file=sys.stderr)
     if unpictured:
