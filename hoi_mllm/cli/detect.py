@@ -6,7 +6,8 @@ of :mod:`hoi_mllm.predictions` that the evaluators read: per image the file name
 human box, object box, object index, verb index, score) and ``OUTPUT/vis/<name>.jpg`` per image
 with the triplets drawn. An unreadable image, or one the detector rejects, is reported and
 skipped; the others complete. An image where the detector finds no person or nothing to pair
-with gets an empty triplet list.
+with gets an empty triplet list. The run itself is :func:`hoi_mllm.runner.detect_folder`
+(sharded over the processes of ``accelerate launch``); this module parses and prints.
 """
 from __future__ import annotations
 
