@@ -444,3 +444,54 @@ def detect_folder(pipeline, files: Sequence[tuple[Path, str]], out_dir: Path, me
         state.wait_for_everyone()
     new = len(result.images) - before if result is not None else len(todo) - len(skipped)
     return DetectRun(result, new, skipped, unpictured, rank, world)
+
+
+def detections_folder(detector, files: Sequence[tuple[Path, str]], out_dir: Path, header: dict, *,
+                      pictures: bool = True, progress: bool = True, on_partial: Callable[[Path, int], None] | None = None):
+    """``hoi-mllm detections``' run: ``detector`` over ``files``; ``out_dir/detections.json`` (the ``file``
+    detector's format, ``"complete": true``) and ``out_dir/vis/<name>.jpg``.
+
+    When the run stops (an error, an interrupt), the images done so far are written marked
+    ``"complete": false`` (``on_partial(path, count)`` is told) and the error propagates.
+    Returns ``(path, detections by name, skipped)``.
+
+    Raises:
+        ValueError: no image could be processed (naming the first few and why).
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from hoi_mllm.detectors import write_detections_file
+    from hoi_mllm.io import atomic_path
+    from hoi_mllm.visualize import draw_detections
+
+    picture = vis_names([n for _, n in files])
+    results: dict[str, Any] = {}
+    skipped: list[dict] = []
+
+    def write(complete: bool) -> Path:
+        return write_detections_file(out_dir / "detections.json", results, detector.vocabulary.name, **header,
+                                     skipped=skipped, complete=complete)
+
+    finished = False
+    try:
+        with tqdm(total=len(files), desc=f"detections ({detector.name})", unit="img", file=sys.stderr,
+                  disable=not progress) as bar:
+            for item, image, dets in run_detector(detector, items_from_files(files), skipped, bar=bar):
+                results[item.name] = dets
+                if pictures:
+                    with atomic_path(out_dir / "vis" / picture[item.name]) as tmp:
+                        draw_detections(image, dets, detector.vocabulary).save(tmp, format="JPEG", quality=90)
+        finished = True
+    finally:
+        if not finished and results:  # an error or an interrupt: keep what was computed, marked incomplete
+            try:
+                path = write(complete=False)
+                if on_partial is not None:
+                    on_partial(path, len(results))
+            except OSError as exc:  # do not hide the error that stopped the run
+                log.error("could not write the partial detections: %s", exc)
+    if not results:
+        raise nothing_processed(skipped)
+    return write(complete=True), results, skipped

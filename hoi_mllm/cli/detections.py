@@ -9,11 +9,7 @@ raised. Images are named by their path relative to the folder given (or their ba
 """
 from __future__ import annotations
 
-import logging
 import sys
-from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -43,48 +39,22 @@ def _jsonable(value):
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from hoi_mllm.cli import output_folder, parse_key_values
-    from hoi_mllm.detectors import build_detector, write_detections_file
-    from hoi_mllm.io import atomic_path
-    from hoi_mllm.runner import collect_images, items_from_files, nothing_processed, run_detector, vis_names
-    from hoi_mllm.visualize import draw_detections
+    from hoi_mllm.detectors import build_detector
+    from hoi_mllm.runner import collect_images, detections_folder
 
     files = collect_images(args.inputs, args.recursive)
     options = parse_key_values(args.option, what="--option")
     detector = build_detector(args.detector, vocabulary=args.vocabulary, **options)
     out_dir = output_folder(args.output)
-    pictures = vis_names([n for _, n in files])
-    results: dict[str, object] = {}
-    skipped: list[dict] = []
 
-    def write(complete: bool) -> Path:
-        return write_detections_file(out_dir / "detections.json", results, detector.vocabulary.name,
-                                     detector=args.detector, options={k: _jsonable(v) for k, v in options.items()},
-                                     skipped=skipped, complete=complete)
+    def partial(path, count):
+        print(f"stopped after {count} of {len(files)} images: wrote them to {path} (marked \"complete\": false)",
+              file=sys.stderr)
 
-    finished = False
-    try:
-        with tqdm(total=len(files), desc=f"detections ({detector.name})", unit="img", file=sys.stderr) as bar:
-            for item, image, dets in run_detector(detector, items_from_files(files), skipped, bar=bar):
-                name = item.name
-                results[name] = dets
-                if not args.no_vis:
-                    with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
-                        draw_detections(image, dets, detector.vocabulary).save(tmp, format="JPEG", quality=90)
-        finished = True
-    finally:
-        if not finished and results:  # an error or an interrupt: keep what was computed, marked incomplete
-            try:
-                path = write(complete=False)
-                print(f"stopped after {len(results)} of {len(files)} images: wrote them to {path} "
-                      '(marked "complete": false)', file=sys.stderr)
-            except OSError as exc:  # do not hide the error that stopped the run
-                log.error("could not write the partial detections: %s", exc)
-    if not results:
-        raise nothing_processed(skipped)
-    path = write(complete=True)
+    header = {"detector": args.detector, "options": {k: _jsonable(v) for k, v in options.items()}}
+    path, results, skipped = detections_folder(detector, files, out_dir, header, pictures=not args.no_vis,
+                                               on_partial=partial)
     n_boxes = sum(len(d) for d in results.values())
     print(f"{len(results)} images, {n_boxes} detections -> {path}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
     if skipped:
