@@ -168,10 +168,6 @@ def scorer_identity(scorer, pair_config: PairProposalConfig, post_config: Postpr
     return {**base, "pair_config": asdict(pair_config), "post_config": asdict(post_config)}
 
 
-def _load_image(sample: HOISample):
-    return sample.image if sample.image is not None else sample.load_image()
-
-
 def _check_images(samples: Sequence[HOISample]) -> None:
     missing = [s for s in samples if s.image is None and not s.path.is_file()]
     if missing:
@@ -189,6 +185,8 @@ def _detect_and_score(plan: DetectorPlan, samples: Sequence[HOISample], fingerpr
                       skipped: dict[str, str], warm: set[str]) -> tuple[dict, float | None, dict, int]:
     """One detector over ``samples``: cache detections, run every scorer; returns ``(detections by
     file name, mean detector ms per image, predictions by scorer, images detected in this run)``."""
+    from hoi_mllm.runner import LazyDetector, items_from_samples, run_detector
+
     cache = DetectionCache(plan.folder, plan.key, vocabulary, header={"detector": plan.spec})
     writers = {name: open_predictions(plan.folder / f"predictions_{name}.jsonl", vocabulary.name,
                                       {"detector": plan.spec, "detector_key": plan.key, "scorer": name,
@@ -196,57 +194,34 @@ def _detect_and_score(plan: DetectorPlan, samples: Sequence[HOISample], fingerpr
     done = {name: w.done for name, w in writers.items()}
     todo = [s for s in samples if s.file_name not in skipped and (
         cache.get(s.file_name, fingerprints[s.file_name]) is None or any(s.file_name not in d for d in done.values()))]
-    detector, computed = None, 0
-    step = int(plan.options.get("batch_size", 8))
+    stats: dict = {}
+    detector = LazyDetector(lambda: build_detector(plan.spec, vocabulary=vocabulary, **plan.options), warm_up=True)
+    lost: list[dict] = []
     try:
         with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"cross-detector {plan.name}",
                   unit="img", disable=not progress) as bar:
-            for start in range(0, len(todo), step):
-                chunk = todo[start:start + step]
-                images = {}
-                for s in chunk:
-                    need = (cache.get(s.file_name, fingerprints[s.file_name]) is None
-                            or (RECOGNISER in done and s.file_name not in done[RECOGNISER]))
-                    if need:
-                        try:
-                            images[s.file_name] = _load_image(s)
-                        except OSError as exc:
-                            skipped[s.file_name] = f"unreadable image: {exc}"
-                            log.warning("skipped %s: unreadable image (%s)", s.path, exc)
-                chunk = [s for s in chunk if s.file_name not in skipped]
-                missing = [s for s in chunk if cache.get(s.file_name, fingerprints[s.file_name]) is None]
-                if missing:
-                    if detector is None:
-                        detector = build_detector(plan.spec, vocabulary=vocabulary, **plan.options)
-                        detector([images[missing[0].file_name]], [missing[0].file_name])  # warm-up, untimed
+            for item, image, dets in run_detector(
+                    detector, items_from_samples(todo), lost, cache=cache, bar=bar,
+                    batch_size=int(plan.options.get("batch_size", 8)),
+                    need_image=lambda it: RECOGNISER in done and it.name not in done[RECOGNISER], stats=stats):
+                for name, pipe in pipelines.items():
+                    if item.name in done[name]:
+                        continue
+                    if name not in warm:  # the first call pays one-off costs (allocation, kernels): untimed
+                        pipe.recognise_detections(image, dets, item.name)
+                        warm.add(name)
                     t0 = time.perf_counter()
-                    try:
-                        found = detector([images[s.file_name] for s in missing], [s.file_name for s in missing])
-                    except ValueError as exc:
-                        raise ValueError(f"detector {plan.spec!r}: {exc}") from exc
-                    ms = 1000 * (time.perf_counter() - t0) / len(missing)
-                    for s, d in zip(missing, found):
-                        cache.put(s.file_name, d, fingerprints[s.file_name], ms)
-                    computed += len(missing)
-                for s in chunk:
-                    dets = cache.get(s.file_name, fingerprints[s.file_name])
-                    for name, pipe in pipelines.items():
-                        if s.file_name in done[name]:
-                            continue
-                        if name not in warm:  # the first call pays one-off costs (allocation, kernels): untimed
-                            pipe.recognise_detections(images.get(s.file_name), dets, s.file_name)
-                            warm.add(name)
-                        t0 = time.perf_counter()
-                        triplets = pipe.recognise_detections(images.get(s.file_name), dets, s.file_name)
-                        triplets.extra.update(recognition_ms=round(1000 * (time.perf_counter() - t0), 3),
-                                              image=fingerprints[s.file_name])
-                        writers[name].write(triplets)
-                        done[name].add(s.file_name)
-                bar.update(len(chunk) + sum(s.file_name in skipped for s in todo[start:start + step]))
+                    triplets = pipe.recognise_detections(image, dets, item.name)
+                    triplets.extra.update(recognition_ms=round(1000 * (time.perf_counter() - t0), 3),
+                                          image=fingerprints[item.name])
+                    writers[name].write(triplets)
+                    done[name].add(item.name)
     finally:
+        skipped.update((s["file_name"], s["error"]) for s in lost)
         cache.close()
         for w in writers.values():
             w.close()
+    computed = stats.get("detected", 0)
     cache.finish()
     names = [s.file_name for s in samples if s.file_name not in skipped]
     detections = {n: cache.get(n, fingerprints[n]) for n in names}

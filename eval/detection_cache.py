@@ -28,8 +28,7 @@ import numpy as np
 
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.detectors.file import FORMAT, VERSION, DetectionsFileError, parse_image_entry, write_detections_file
-from hoi_mllm.io import atomic_path
-from hoi_mllm.predictions import PredictionsError, PredictionsFile, PredictionsWriter, read_predictions, write_predictions
+from hoi_mllm.predictions import PredictionsError, PredictionsWriter
 from hoi_mllm.prompts.vocabulary import Vocabulary
 from hoi_mllm.records import Detections
 
@@ -77,6 +76,8 @@ def detector_identity(name: str, options: Mapping, vocabulary: Vocabulary, annot
 class DetectionCache:
     """Detections of one detector key, appended image by image to ``folder/detections.jsonl``.
 
+    A :class:`~hoi_mllm.jsonl_log.JsonlLog` (torn last line dropped, resumable).
+
     Args:
         folder: the detector's cache folder.
         key: its :func:`identity_key`; a file written for another key is discarded.
@@ -85,45 +86,34 @@ class DetectionCache:
     """
 
     def __init__(self, folder: str | Path, key: str, vocabulary: Vocabulary, header: Mapping | None = None):
+        from hoi_mllm.jsonl_log import JsonlLog
+
         self.folder = Path(folder)
         self.path = self.folder / "detections.jsonl"
         self.vocabulary = vocabulary
         self.header = {"format": FORMAT, "version": VERSION, "vocabulary": vocabulary.name, **(header or {}), "key": key}
-        self.entries: dict[str, dict] = {}  # file name -> parsed entry + "image", "detector_ms"
-        if self.path.exists():
-            self._read()
-        with atomic_path(self.path) as tmp:  # rewrite cleanly (drops a torn line and superseded entries)
-            with open(tmp, "w") as f:
-                f.write(json.dumps(self.header) + "\n")
-                for name, e in self.entries.items():
-                    f.write(json.dumps(self._line(name, e), allow_nan=False) + "\n")
-        self._file = open(self.path, "a")
 
-    def _read(self) -> None:
-        lines = self.path.read_text().splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError:
-            header = {}
-        if header.get("key") != self.header["key"] or header.get("vocabulary") != self.vocabulary.name:
-            log.info("%s was written for another detector key; recomputing", self.path)
-            return
-        for n, line in enumerate(lines[1:], start=2):
+        def accept(old: dict) -> bool:
+            if old.get("key") != key or old.get("vocabulary") != vocabulary.name:
+                log.info("%s was written for another detector key; recomputing", self.path)
+                return False
+            return True
+
+        def parse(raw: dict, where: str):
             try:
-                raw = json.loads(line)
-                name, entry = parse_image_entry(raw, f"{self.path}:{n}", self.vocabulary, True)
-            except (json.JSONDecodeError, DetectionsFileError) as exc:
-                if n == len(lines):  # a writer stopped mid-line
-                    break
-                raise DetectionsFileError(f"{self.path}: line {n} is not a detections entry ({exc}); "
-                                          "remove the file to recompute") from exc
+                name, entry = parse_image_entry(raw, where, vocabulary, True)
+            except DetectionsFileError as exc:
+                raise ValueError(str(exc)) from exc
             entry["image"], entry["detector_ms"] = raw.get("image"), raw.get("detector_ms")
-            self.entries[name] = entry  # a later line for the same image supersedes an earlier one
+            return name, {"file_name": name, **entry}
+
+        self._log = JsonlLog(self.path, self.header, parse, self._line, accept=accept)
+        self.entries = self._log.entries  # file name -> parsed entry + "image", "detector_ms"
 
     @staticmethod
-    def _line(name: str, e: dict) -> dict:
+    def _line(e: dict) -> dict:
         d = Detections.create(e["boxes"], e["scores"], e["labels"], e["image_size"])
-        return {"file_name": name, **d.to_dict(), "image": e["image"], "detector_ms": e["detector_ms"]}
+        return {"file_name": e["file_name"], **d.to_dict(), "image": e["image"], "detector_ms": e["detector_ms"]}
 
     def get(self, name: str, fingerprint: str) -> Detections | None:
         """The cached detections of an image, or ``None`` when absent or computed on another image file."""
@@ -136,34 +126,31 @@ class DetectionCache:
         e = self.entries.get(name)
         return None if e is None else e["detector_ms"]
 
-    def put(self, name: str, dets: Detections, fingerprint: str, detector_ms: float) -> None:
+    def put(self, name: str, dets: Detections, fingerprint: str, detector_ms: float | None = None) -> None:
         """Append one image's detections (flushed and synced before returning).
 
         What is kept is what the file holds (boxes rounded to 0.01 px, scores to 1e-5), so a run that
         computes detections and a run that reads them back use the same numbers.
         """
         d = dets.numpy()
-        line = self._line(name, {"boxes": d.boxes, "scores": d.scores, "labels": d.labels, "image_size": dets.image_size,
-                                 "image": fingerprint, "detector_ms": round(float(detector_ms), 3)})
-        self._file.write(json.dumps(line, allow_nan=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.entries[name] = {"boxes": np.asarray(line["boxes"], dtype=np.float64).reshape(-1, 4),
-                              "scores": np.asarray(line["scores"], dtype=np.float64), "labels": np.asarray(line["labels"]),
-                              "image_size": tuple(line["image_size"]), "image": fingerprint,
-                              "detector_ms": line["detector_ms"]}
+        ms = None if detector_ms is None else round(float(detector_ms), 3)
+        line = self._line({"file_name": name, "boxes": d.boxes, "scores": d.scores, "labels": d.labels,
+                           "image_size": dets.image_size, "image": fingerprint, "detector_ms": ms})
+        entry = {"file_name": name, "boxes": np.asarray(line["boxes"], dtype=np.float64).reshape(-1, 4),
+                 "scores": np.asarray(line["scores"], dtype=np.float64), "labels": np.asarray(line["labels"]),
+                 "image_size": tuple(line["image_size"]), "image": fingerprint, "detector_ms": ms}
+        self._log.append(name, entry)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self._log.close()
 
-    def finish(self) -> Path:
-        """Close and write ``detections.json`` (the ``file`` format, every image cached), atomically."""
+    def finish(self, path: str | Path | None = None) -> Path:
+        """Close and write ``detections.json`` (the ``file`` format, every image cached; or ``path``), atomically."""
         self.close()
         items = ((n, Detections.create(e["boxes"], e["scores"], e["labels"], e["image_size"]))
                  for n, e in self.entries.items())
         meta = {k: v for k, v in self.header.items() if k not in ("format", "version", "vocabulary")}
-        return write_detections_file(self.folder / "detections.json", items, self.vocabulary.name, **meta)
+        return write_detections_file(path or self.folder / "detections.json", items, self.vocabulary.name, **meta)
 
     def __enter__(self) -> "DetectionCache":
         return self
@@ -182,16 +169,14 @@ def open_predictions(path: str | Path, vocabulary: str, meta: Mapping[str, str],
         fingerprints: file name -> current image fingerprint; images predicted on another version of
             the image file are dropped (images not listed are kept).
     """
-    path = Path(path)
-    if path.exists() and path.stat().st_size:
-        try:
-            old = read_predictions(path)
-        except PredictionsError as exc:
-            log.warning("%s is unreadable (%s); starting it again", path, exc)
-            old = None
-        if old is None or old.vocabulary != vocabulary or any(old.meta.get(k) != v for k, v in meta.items()):
-            return PredictionsWriter(path, vocabulary, meta=dict(meta), resume=False)
-        keep = [im for im in old.images if fingerprints.get(im.file_name, im.extra.get("image")) == im.extra.get("image")]
-        if len(keep) < len(old.images):
-            write_predictions(path, PredictionsFile(vocabulary, keep, old.meta))
-    return PredictionsWriter(path, vocabulary, meta=dict(meta), resume=True)
+    def accept(old: dict) -> bool:
+        return all(old.get(k) == v for k, v in meta.items())
+
+    def keep(im) -> bool:
+        return fingerprints.get(im.file_name, im.extra.get("image")) == im.extra.get("image")
+
+    try:
+        return PredictionsWriter(path, vocabulary, meta=dict(meta), accept=accept, keep=keep)
+    except PredictionsError as exc:  # unreadable, or another vocabulary: this cache file is started again
+        log.warning("%s is unusable (%s); starting it again", path, exc)
+        return PredictionsWriter(path, vocabulary, meta=dict(meta), resume=False)

@@ -143,6 +143,7 @@ def detector_detections(config: PairsConfig, samples: list[HOISample], vocabular
     """
     from hoi_mllm.detectors import build_detector, detector_class, parse_detector_spec
     from hoi_mllm.detectors.file import read_detections_file, write_detections_file
+    from hoi_mllm.runner import items_from_samples, run_detector
 
     cached: dict[str, Detections] = {}
     if cache.is_file() and not config.recompute:
@@ -163,12 +164,13 @@ def detector_detections(config: PairsConfig, samples: list[HOISample], vocabular
     if "annotations" in detector_class(name).own_options() and "annotations" not in options:
         options["annotations"] = samples  # ground-truth-keyed detectors (jitter) read the training samples
     detector = build_detector(name, vocabulary=vocabulary, **options)
-    step = max(1, detector.options.batch_size)
-    for start in tqdm(range(0, len(todo), step), desc=f"detecting ({name})", unit="batch", disable=not progress):
-        batch = todo[start:start + step]
-        images = [s.load_image() for s in batch]
-        for s, d in zip(batch, detector(images, [s.file_name for s in batch])):
-            cached[s.file_name] = d
+    skipped: list[dict] = []
+    with tqdm(total=len(todo), desc=f"detecting ({name})", unit="img", disable=not progress) as bar:
+        for item, _, d in run_detector(detector, items_from_samples(todo), skipped, bar=bar):
+            cached[item.name] = d
+    if skipped:
+        raise ValueError(f"the detector could not process {len(skipped)} training image(s): " + "; ".join(
+            f"{s['file_name']}: {s['error']}" for s in skipped[:3]))
     write_detections_file(cache, cached, vocabulary.name, detector=config.detector)
     log.info("wrote the training detections of %d images (%d new) to %s", len(cached), len(todo), cache)
     return {s.file_name: cached[s.file_name] for s in samples}

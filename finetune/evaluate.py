@@ -24,16 +24,20 @@ def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_co
                                post_config: PostprocessConfig | None = None, progress: bool = False) -> list:
     """One :class:`~hoi_mllm.records.HOITriplets` per sample, from its annotated boxes (score 1)."""
     from hoi_mllm.pipeline import HOIPipeline
+    from hoi_mllm.runner import items_from_samples, recognise
 
     pipe = HOIPipeline(None, recogniser, pair_config, post_config)
     was_training = recogniser.training
     recogniser.eval()
-    out = []
+    by_name = {s.file_name: s for s in samples}
+
+    def annotated(images, names):  # the detector of this evaluation: each image's annotated instances
+        return [annotated_detections(by_name[n], im.size, recogniser.vocabulary.name) for im, n in zip(images, names)]
+
+    pipe.detector = annotated
     try:
-        for s in tqdm(samples, desc="evaluating", unit="img", disable=not progress, leave=False):
-            image = s.load_image()
-            dets = annotated_detections(s, image.size, recogniser.vocabulary.name)
-            out.append(pipe.recognise_detections(image, dets, s.file_name))
+        with tqdm(total=len(samples), desc="evaluating", unit="img", disable=not progress, leave=False) as bar:
+            out = [t for _, _, t in recognise(pipe, items_from_samples(samples), bar=bar, timed=False)]
     finally:
         recogniser.train(was_training)
     return out

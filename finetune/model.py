@@ -22,11 +22,6 @@ from hoi_mllm.models.recogniser import HOIRecogniser
 
 log = logging.getLogger(__name__)
 
-# parts of ``backbone.model.model`` by role, first match wins (Qwen2-VL / Qwen2.5-VL, LLaVA / OneVision)
-PROJECTOR_MODULES = ("visual.merger", "multi_modal_projector")
-VISION_MODULES = ("visual", "vision_tower")
-
-
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
@@ -55,16 +50,6 @@ def base_loader(config: ModelConfig, vocabulary, device: torch.device | str = "c
     return load
 
 
-def submodule(root: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
-    """The first of ``names`` that exists under ``root`` (dotted paths), or None."""
-    for name in names:
-        try:
-            return root.get_submodule(name)
-        except AttributeError:
-            continue
-    return None
-
-
 def lora_config(adapter: AdapterConfig):
     """The peft ``LoraConfig`` of an adapter section (targets by suffix list, or a regex)."""
     from peft import LoraConfig
@@ -91,8 +76,7 @@ def apply_adapter(backbone: Backbone, adapter: AdapterConfig, quantized: bool, c
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for p in model.parameters():
         p.requires_grad_(False)
-    inner = model.model
-    lm = inner.language_model
+    lm = backbone.language_model  # the adapter knows where each part of its family sits
     if adapter.method == "lora":
         from peft import get_peft_model
 
@@ -102,20 +86,21 @@ def apply_adapter(backbone: Backbone, adapter: AdapterConfig, quantized: bool, c
             names = sorted({n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)})
             raise ValueError(f"adapter.target_modules / target_regex match no layer of the language model ({exc}); "
                              f"linear layers there end in: {', '.join(names)}") from exc
-        inner.language_model = wrapped
+        backbone.set_language_model(wrapped)
     elif adapter.method == "full":
         for p in lm.parameters():
             p.requires_grad_(True)
     if adapter.train_embeddings and adapter.method != "lora":
         lm.get_input_embeddings().weight.requires_grad_(True)
-    for wanted, names, what in ((adapter.train_vision, VISION_MODULES, "train_vision"),
-                                (adapter.train_projector, PROJECTOR_MODULES, "train_projector")):
+    for wanted, part, what in ((adapter.train_vision, "vision_encoder", "train_vision"),
+                               (adapter.train_projector, "projector", "train_projector")):
         if not wanted:
             continue
-        part = submodule(inner, names)
-        if part is None:
-            raise ValueError(f"adapter.{what}: none of {', '.join(names)} in the {backbone.family} model")
-        for p in part.parameters():
+        try:
+            module = getattr(backbone, part)
+        except AttributeError as exc:
+            raise ValueError(f"adapter.{what}: the {backbone.family} model has no {part} ({exc})") from exc
+        for p in module.parameters():
             p.requires_grad_(True)
 
 

@@ -53,7 +53,6 @@ from hoi_mllm.finetune.teacher import build_teacher, shares_base
 from hoi_mllm.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-LM_PREFIX = "backbone.model.model.language_model."
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,13 +76,22 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- optimiser
+def language_model_prefix(model: torch.nn.Module) -> str:
+    """``"backbone.<the adapter's language-model path>."``: how a recogniser names its decoder's parameters."""
+    backbone = getattr(getattr(model, "module", model), "backbone", None)  # DDP wraps the recogniser in .module
+    return f"backbone.{backbone.module_path('language_model')}." if backbone is not None else "\0"
+
+
 def parameter_groups(model: torch.nn.Module, config: OptimConfig) -> list[dict]:
-    """AdamW groups: language-model weights at ``lr``, the rest at ``head_lr``; no decay on 1-D tensors."""
+    """AdamW groups: language-model weights at ``lr``, the rest at ``head_lr``; no decay on 1-D tensors.
+
+    Which parameters are the language model's the backbone adapter says (:meth:`Backbone.module_path`)."""
+    lm_prefix = language_model_prefix(model)
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = (LM_PREFIX in name, p.ndim >= 2 and "embed" not in name)
+        key = (lm_prefix in name, p.ndim >= 2 and "embed" not in name)
         groups.setdefault(key, []).append(p)
     head_lr = config.head_lr if config.head_lr is not None else config.lr
     return [{"params": ps, "lr": config.lr if lm else head_lr, "weight_decay": config.weight_decay if decay else 0.0}

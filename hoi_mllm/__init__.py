@@ -27,6 +27,11 @@ EXPORTS: dict[str, str] = {
     "write_predictions": "hoi_mllm.predictions",
     "read_predictions": "hoi_mllm.predictions",
     "PredictionColumns": "hoi_mllm.predictions_reader",
+    "HOIPipeline": "hoi_mllm.pipeline",
+    "load_pipeline": "hoi_mllm.pipeline",
+    "PipelineConfig": "hoi_mllm.pipeline_config",
+    "HOIResult": "hoi_mllm.results",
+    "run_detector": "hoi_mllm.runner",
     "read_prediction_columns": "hoi_mllm.predictions_reader",
 }
 
@@ -34,9 +39,13 @@ __all__ = [*EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from hoi_mllm.pairs import PairProposalConfig, propose_pairs
+    from hoi_mllm.pipeline import HOIPipeline, load_pipeline
+    from hoi_mllm.pipeline_config import PipelineConfig
     from hoi_mllm.predictions import PredictionsFile, PredictionsWriter, read_predictions, write_predictions
     from hoi_mllm.predictions_reader import PredictionColumns, read_prediction_columns
     from hoi_mllm.records import Detections, HOITriplets, Pairs
+    from hoi_mllm.results import HOIResult
+    from hoi_mllm.runner import run_detector
 
 
 def __getattr__(name: str):

@@ -28,16 +28,15 @@ from hoi_mllm.io import atomic_path, atomic_write_json, read_json
 from hoi_mllm.models.likelihood import LikelihoodConfig, LikelihoodScorer
 from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
 from hoi_mllm.pairs import PairProposalConfig, propose_pairs
+from hoi_mllm.pipeline_config import FORMAT, MODES, PipelineConfig, PipelineConfigError  # noqa: F401
 from hoi_mllm.postprocess import PostprocessConfig, to_triplets
 from hoi_mllm.prompts.vocabulary import BUILTIN, Vocabulary, load_vocabulary
 from hoi_mllm.records import Detections, HOITriplets
 
 log = logging.getLogger(__name__)
 
-FORMAT = "hoi-mllm/recogniser"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "recogniser.safetensors"
-MODES = ("matching", "training-free")
 
 
 # --------------------------------------------------------------------------- peft helpers
@@ -101,6 +100,7 @@ class HOIPipeline:
         self.pair_config = pair_config or PairProposalConfig()
         self.post_config = post_config or PostprocessConfig()
         self.vocabulary: Vocabulary = recogniser.vocabulary
+        self.interaction_report = None  # what load_pipeline(interactions=...) added
         self._check_detector(detector)
 
     @property
@@ -109,7 +109,9 @@ class HOIPipeline:
 
     def _check_detector(self, detector) -> None:
         dv = getattr(detector, "vocabulary", None)
-        if dv is not None and (dv.name != self.vocabulary.name or dv.objects != self.vocabulary.objects):
+        same = dv is not None and (dv.name == self.vocabulary.name  # or the vocabulary it extends with interactions
+                                   or self.vocabulary.name.startswith(f"{dv.name}+"))
+        if dv is not None and (not same or dv.objects != self.vocabulary.objects):
             raise ValueError(f"the detector labels objects of {dv.name!r} but the recogniser's vocabulary is "
                              f"{self.vocabulary.name!r}; build the detector with vocabulary={self.vocabulary.name!r}")
 
@@ -121,15 +123,37 @@ class HOIPipeline:
         output = self.recogniser.recognise(image, pairs)
         return to_triplets(pairs, output, self.vocabulary, self.post_config, file_name, dets.image_size)
 
-    def __call__(self, images: Sequence, file_names: Sequence[str] | None = None) -> list[HOITriplets]:
-        """Detect HOI triplets: ``images`` (PIL images) -> one :class:`HOITriplets` each, boxes xyxy pixels."""
+    def __call__(self, images, file_names: Sequence[str] | None = None, prefetch: int = 0):
+        """Detect HOI triplets in an image or a list of them.
+
+        Args:
+            images: a path, a PIL image, an ``HxWx3`` uint8 array, or a list of them (paths are opened
+                with their EXIF orientation applied).
+            file_names: one name per image (default: the path, a PIL image's ``filename``, else ``image_<i>``).
+            prefetch: images decoded and detected ahead by a background thread while the recogniser runs.
+        Returns:
+            one :class:`~hoi_mllm.results.HOIResult` (boxes, verbs, phrases, scores; ``plot``,
+            ``to_json``, ``save``) per image, or one result for a single image. This is the very loop
+            of ``hoi-mllm detect`` (:func:`hoi_mllm.runner.recognise`), so both give the same triplets.
+        Raises:
+            ValueError: no detector, or an image the detector or recogniser cannot process.
+        """
+        from hoi_mllm.results import HOIResult
+        from hoi_mllm.runner import items_from_images, recognise
+
         if self.detector is None:
-            raise ValueError("this pipeline has no detector: pass detector=... to from_pretrained or the constructor")
-        images = list(images)
-        names = [str(n) for n in file_names] if file_names is not None else [
-            str(getattr(im, "filename", "") or "") for im in images]
-        detections = self.detector(images, names if file_names is not None else None)
-        return [self.recognise_detections(im, d, n) for im, d, n in zip(images, detections, names)]
+            raise ValueError("this pipeline has no detector: pass detector=... to load_pipeline, from_pretrained "
+                             "or the constructor")
+        single = not isinstance(images, (list, tuple))
+        items = items_from_images([images] if single else list(images),
+                                  None if file_names is None else ([file_names] if isinstance(file_names, str)
+                                                                   else list(file_names)))
+        skipped: list[dict] = []
+        results = [HOIResult(t, self.vocabulary, im)
+                   for _, im, t in recognise(self, items, skipped, prefetch=prefetch, timed=False)]
+        if skipped:
+            raise ValueError("could not process " + "; ".join(f"{s['file_name']}: {s['error']}" for s in skipped))
+        return results[0] if single else results
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str | Path, save_base: bool | None = None) -> Path:
@@ -160,17 +184,14 @@ class HOIPipeline:
             state = {k: v.detach().cpu().contiguous() for k, v in rec.own_state_dict().items()}
             with atomic_path(path / WEIGHTS_NAME) as tmp:
                 save_file(state, str(tmp), metadata={"format": FORMAT})
-        config = {
-            "format": FORMAT, "version": 1, "mode": self.mode,
-            "base_model": {"name_or_path": "base" if saved_base else base_name, "origin": base_name,
-                           "family": getattr(backbone, "family", ""), "num_pair_tokens": backbone.num_pair_tokens},
-            "adapter": adapter,
-            "vocabulary": _vocabulary_entry(self.vocabulary),
-            "recogniser": rec.config.to_dict() if isinstance(rec, HOIRecogniser) else None,
-            "likelihood": asdict(rec.config) if isinstance(rec, LikelihoodScorer) else None,
-            "pair_config": asdict(self.pair_config),
-            "post_config": asdict(self.post_config),
-        }
+        config = PipelineConfig(
+            mode=self.mode,
+            base_model={"name_or_path": "base" if saved_base else base_name, "origin": base_name,
+                        "family": getattr(backbone, "family", ""), "num_pair_tokens": backbone.num_pair_tokens},
+            vocabulary=_vocabulary_entry(self.vocabulary),
+            recogniser=rec.config.to_dict() if isinstance(rec, HOIRecogniser) else None,
+            likelihood=asdict(rec.config) if isinstance(rec, LikelihoodScorer) else None,
+            adapter=adapter, pair_config=self.pair_config, post_config=self.post_config).to_dict()
         atomic_write_json(path / CONFIG_NAME, config)
         return path
 
@@ -199,34 +220,28 @@ class HOIPipeline:
             post_config, pair_config: override the saved ones.
         Raises:
             FileNotFoundError: no such folder or no ``config.json`` in it.
-            ValueError: not a recogniser folder, or a newer format.
+            PipelineConfigError (a ValueError): not a recogniser folder, or one of a newer format version.
         """
         from hoi_mllm.models.loading import load_backbone
 
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"no such recogniser folder: {path}")
-        config = read_json(path / CONFIG_NAME, "recogniser config")
-        if config.get("format") != FORMAT:
-            raise ValueError(f"{path / CONFIG_NAME}: 'format' is {config.get('format')!r}, expected {FORMAT!r} "
-                             "(a folder written by HOIPipeline.save_pretrained)")
-        if config.get("version") != 1 or config.get("mode") not in MODES:
-            raise ValueError(f"{path / CONFIG_NAME}: version {config.get('version')!r} / mode {config.get('mode')!r} "
-                             f"not supported (version 1, modes {', '.join(MODES)})")
-        base = config["base_model"]
+        config = PipelineConfig.read(path)
+        base = config.base_model
         source = path / "base" if base["name_or_path"] == "base" else base["name_or_path"]
         backbone = load_backbone(source, dtype=dtype, device_map=str(device),
                                  num_pair_tokens=int(base.get("num_pair_tokens", 8)))
-        adapter = config.get("adapter")
+        adapter = config.adapter
         if adapter:
             from peft import PeftModel
 
             inner = backbone.get_submodule(adapter["module"])
             wrapped = PeftModel.from_pretrained(inner, str(path / adapter["folder"]), is_trainable=not merge_adapter)
             _set_submodule(backbone, adapter["module"], wrapped.merge_and_unload() if merge_adapter else wrapped)
-        vocabulary = _read_vocabulary(config["vocabulary"])
-        if config["mode"] == "matching":
-            recogniser = HOIRecogniser(backbone, vocabulary, RecogniserConfig.from_dict(config["recogniser"]))
+        vocabulary = _read_vocabulary(config.vocabulary)
+        if config.mode == "matching":
+            recogniser = HOIRecogniser(backbone, vocabulary, RecogniserConfig.from_dict(config.recogniser))
             from safetensors.torch import load_file
 
             state = load_file(str(path / WEIGHTS_NAME), device=str(backbone.device))
@@ -236,10 +251,8 @@ class HOIPipeline:
                 raise ValueError(f"{path / WEIGHTS_NAME}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
             recogniser.eval()
         else:
-            recogniser = LikelihoodScorer(backbone, vocabulary, LikelihoodConfig(**config["likelihood"]))
-        return cls(detector, recogniser,
-                   pair_config or PairProposalConfig(**config.get("pair_config", {})),
-                   post_config or PostprocessConfig(**config.get("post_config", {})))
+            recogniser = LikelihoodScorer(backbone, vocabulary, LikelihoodConfig(**config.likelihood))
+        return cls(detector, recogniser, pair_config or config.pair_config, post_config or config.post_config)
 
 
 def load_recogniser(model: str | Path, vocabulary=None, mode: str | None = None, device: str = "cpu",
@@ -290,3 +303,89 @@ def load_recogniser(model: str | Path, vocabulary=None, mode: str | None = None,
     if mode == "training-free":
         return LikelihoodScorer(backbone, vocab), None
     return HOIRecogniser(backbone, vocab, config or RecogniserConfig()).eval(), None
+
+
+def _split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """``(pair_config fields, post_config fields)`` of ``load_pipeline``'s keyword overrides."""
+    from dataclasses import fields
+
+    pair_names = {f.name for f in fields(PairProposalConfig)}
+    post_names = {f.name for f in fields(PostprocessConfig)}
+    unknown = sorted(set(overrides) - pair_names - post_names)
+    if unknown:
+        raise TypeError(f"load_pipeline got unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+                        f"{', '.join(sorted(pair_names | post_names))} (pair proposal and post-processing settings)")
+    return ({k: v for k, v in overrides.items() if k in pair_names},
+            {k: v for k, v in overrides.items() if k in post_names})
+
+
+def load_pipeline(model: str | Path, *, detector=None, vocabulary=None, mode: str | None = None,
+                  device: str = "auto", dtype: torch.dtype | str | None = None, detector_options: dict | None = None,
+                  interactions=None, **overrides) -> HOIPipeline:
+    """The one way to build a ready pipeline (what ``hoi-mllm detect`` runs).
+
+    >>> from hoi_mllm import load_pipeline                      # doctest: +SKIP
+    >>> pipe = load_pipeline("out/model", detector="yolo")
+    >>> result = pipe("photo.jpg")
+    >>> result.phrases[:3], result.scores[:3]
+    >>> result.save("photo_hoi.jpg")
+
+    Args:
+        model: a folder of :meth:`HOIPipeline.save_pretrained`, a preset (``tiny-qwen2-vl`` ...), a hub
+            id or a local checkpoint (see :func:`load_recogniser`).
+        detector: a detector spec (``"yolo"``, ``"yolo:model=best.pt"``, ``"ground-truth:annotations=F"``),
+            a detector object, or None (then only :meth:`HOIPipeline.recognise_detections` works). A spec
+            is checked before any model loads.
+        vocabulary, mode: as :func:`load_recogniser` (default: the saved model's).
+        device: ``auto`` (CUDA when present, else cpu), ``cpu``, ``cuda``, ``cuda:N``; for the
+            recogniser and for a detector spec that names no device.
+        dtype: backbone precision (default: float32 on cpu, the checkpoint's otherwise).
+        detector_options: options of a detector spec (``{"score_threshold": 0.3}``).
+        interactions: new verb-object phrases to score, no training (``["feed giraffe", "repair
+            bicycle"]``, mappings, or a YAML / JSON file of them; see :mod:`hoi_mllm.interactions`).
+            The pipeline's vocabulary becomes the extended one; ``pipe.interaction_report`` says what
+            was added and what was already there.
+        **overrides: pair-proposal and post-processing settings (``top_k=``, ``max_pairs=``,
+            ``verb_exponent=`` ...): applied over the saved model's own values, which are kept otherwise.
+    Raises:
+        TypeError: an unknown override (naming the allowed ones). ValueError / FileNotFoundError: a bad
+        spec, device, mode, vocabulary or model.
+    """
+    from dataclasses import replace
+
+    from hoi_mllm.device import resolve_device
+
+    pair_overrides, post_overrides = _split_overrides(overrides)
+    device = resolve_device(device)
+    spec, spec_options = None, dict(detector_options or {})
+    if isinstance(detector, str):
+        from hoi_mllm.detectors.registry import resolve_detector
+
+        spec = detector
+        if "device" not in resolve_detector(spec, **spec_options)[1]:  # a bad spec fails before the model loads
+            spec_options["device"] = device
+    elif detector_options:
+        raise ValueError("detector_options are for a detector spec (a string), not a detector object")
+    if interactions is not None:
+        from hoi_mllm.interactions import read_interactions
+
+        if isinstance(interactions, (str, Path)):
+            interactions = read_interactions(interactions)
+        interactions = list(interactions)
+    recogniser, saved = load_recogniser(model, vocabulary, mode, device, dtype)
+    report = None
+    if interactions:
+        from hoi_mllm.interactions import add_interactions, use_vocabulary
+
+        extended, report = add_interactions(recogniser.vocabulary, interactions)
+        use_vocabulary(recogniser, extended)
+    pair_config = saved.pair_config if saved is not None else PairProposalConfig()
+    post_config = saved.post_config if saved is not None else PostprocessConfig()
+    pair_config, post_config = replace(pair_config, **pair_overrides), replace(post_config, **post_overrides)
+    if spec is not None:
+        from hoi_mllm.detectors import build_detector
+
+        detector = build_detector(spec, vocabulary=recogniser.vocabulary, **spec_options)
+    pipe = HOIPipeline(detector, recogniser, pair_config, post_config)
+    pipe.interaction_report = report
+    return pipe

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hoi_mllm.io import atomic_path, atomic_write_text
+from hoi_mllm.io import atomic_write_text
 from hoi_mllm.records import HOITriplets
 
 log = logging.getLogger(__name__)
@@ -87,49 +86,59 @@ class PredictionsWriter:
     ...     for image in images:
     ...         if image.name not in w.done: w.write(recognise(image))
 
-    On opening an existing file for the same vocabulary, the images already written are kept
-    (``done`` holds their file names) and a truncated last line is dropped. ``finish(json_path)``
-    also writes the complete file as one JSON document, atomically.
+    A :class:`~hoi_mllm.jsonl_log.JsonlLog` of :class:`HOITriplets`. On opening an existing file for
+    the same vocabulary, the images already written are kept (``done`` holds their file names) and
+    a truncated last line is dropped; another vocabulary is an error. ``accept(old header)`` may
+    discard (False) or refuse (raise) a file written with other settings; ``keep(image)`` drops
+    images no longer valid. ``finish(json_path)`` also writes the complete file as one JSON
+    document, atomically.
     """
 
-    def __init__(self, path: str | Path, vocabulary: str, meta: dict | None = None, resume: bool = True):
+    def __init__(self, path: str | Path, vocabulary: str, meta: dict | None = None, resume: bool = True,
+                 accept=None, keep=None):
+        from hoi_mllm.jsonl_log import JsonlLog, LogError
+        from hoi_mllm.predictions_reader import check_header, parse_image
+
         self.path = Path(path)
         self.vocabulary = vocabulary
         self.meta = dict(meta or {})
-        self.images: list[HOITriplets] = []
-        if resume and self.path.exists() and self.path.stat().st_size > 0:
-            existing = read_predictions(self.path)
-            if existing.vocabulary != vocabulary:
+
+        def accept_old(old: dict) -> bool:
+            check_header(old, str(self.path))
+            if old.get("vocabulary") != vocabulary:
                 raise PredictionsError(
-                    f"{self.path} holds predictions for vocabulary {existing.vocabulary!r}, not {vocabulary!r}; "
-                    "use another output folder or remove the file"
-                )
-            self.images = existing.images
-        # rewrite cleanly (drops a torn last line), then append
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "w") as f:
-                f.write(json.dumps({"format": FORMAT, "version": VERSION, "vocabulary": vocabulary, **self.meta}) + "\n")
-                for im in self.images:
-                    f.write(json.dumps(im.to_json(), allow_nan=False) + "\n")
-        self._file = open(self.path, "a")
+                    f"{self.path} holds predictions for vocabulary {old.get('vocabulary')!r}, not {vocabulary!r}; "
+                    "use another output folder or remove the file")
+            return accept is None or accept(old)
+
+        def parse(raw: dict, where: str) -> tuple[str, HOITriplets]:
+            image = parse_image(raw, where, vocabulary)
+            return image.file_name, image
+
+        header = {"format": FORMAT, "version": VERSION, "vocabulary": vocabulary, **self.meta}
+        try:
+            self._log = JsonlLog(self.path, header, parse, HOITriplets.to_json, accept=accept_old,
+                                 keep=None if keep is None else (lambda _, image: keep(image)), resume=resume)
+        except LogError as exc:
+            raise PredictionsError(str(exc)) from exc
+
+    @property
+    def images(self) -> list[HOITriplets]:
+        return list(self._log.entries.values())
 
     @property
     def done(self) -> set[str]:
-        return {im.file_name for im in self.images}
+        return self._log.done
 
     def write(self, image: HOITriplets) -> None:
-        self._file.write(json.dumps(image.to_json(), allow_nan=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.images.append(image)
+        self._log.append(image.file_name, image)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self._log.close()
 
     def finish(self, json_path: str | Path | None = None) -> PredictionsFile:
         self.close()
-        result = PredictionsFile(self.vocabulary, list(self.images), self.meta)
+        result = PredictionsFile(self.vocabulary, self.images, self.meta)
         if json_path is not None:
             write_predictions(json_path, result)
         return result

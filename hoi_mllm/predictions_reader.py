@@ -273,6 +273,13 @@ def _image(raw, out: _Builder, where: str) -> None:
     out.add(place, str(name), tuple(size) if size else None, extra, columns)
 
 
+def parse_image(raw: dict, where: str, vocabulary: str, validate: bool = True):
+    """One image object (already decoded) as a :class:`~hoi_mllm.records.HOITriplets`; ``PredictionsError`` when bad."""
+    out = _Builder()
+    _image(raw, out, where)
+    return out.finish({"vocabulary": vocabulary}, validate).to_file().images[0]
+
+
 def _is_json_lines(data: bytes) -> bool:
     """Several JSON documents, one a line: the first line is a document of its own and more follows."""
     first, _, rest = data.lstrip().partition(b"\n")

@@ -5,7 +5,7 @@
     hoi-mllm evaluate cross-detector --model PATH --dataset hico-det --annotations instances_test2015.json \\
         --detector ground-truth --detector "yolo:model=yolov8x.pt,score_threshold=0.3" \\
         [--images DIR] [--split rare_first] [--baselines random,prior --train-annotations FILE] \\
-        [--output DIR] [--device cpu] [--limit N]
+        [--output DIR] [--device auto] [--limit N]
 
 Detector specs are ``NAME[:key=value,...]``, and options are separated by commas, so a list of
 specs needs another separator: repeat ``--detector SPEC``, or give ``--detectors`` one value with
@@ -14,6 +14,8 @@ Writes ``OUTPUT/cross_detector.md`` and ``.json`` (see :mod:`hoi_mllm.eval.cross
 folder layout, the caches and resuming) and prints the table.
 """
 from __future__ import annotations
+
+import sys
 
 from hoi_mllm.cli import CLIError
 
@@ -54,8 +56,9 @@ def add_parser(proto) -> None:
                    help="additive smoothing of the prior baseline (default 0: unseen classes score 0)")
     c.add_argument("--mode", choices=("matching", "training-free"), default=None,
                    help="recogniser mode (default: the saved model's, else matching)")
-    c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for the recogniser and for detectors "
-                                                   "whose spec names no device (default: cpu)")
+    c.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N, for the "
+                                                    "recogniser and for detectors whose spec names no device "
+                                                    "(default: auto)")
     c.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N images only")
     c.add_argument("--missing-classes", default="zero", choices=("zero", "skip"),
                    help="HICO-DET classes without ground truth: AP 0 in every mean (zero, official) or left "
@@ -81,12 +84,11 @@ def _specs(args) -> list[str]:
 
 def run(args) -> int:
     """Load annotations and the recogniser, run :func:`~hoi_mllm.eval.cross_detector.run_cross_detector`, print."""
-    from dataclasses import replace
-
     from hoi_mllm.cli.evaluate import _load
     from hoi_mllm.data import read_annotations
     from hoi_mllm.eval.cross_detector import CrossDetectorConfig, plan_detectors, run_cross_detector
-    from hoi_mllm.pipeline import HOIPipeline, load_recogniser
+    from hoi_mllm.device import resolve_device
+    from hoi_mllm.pipeline import load_pipeline
 
     specs = _specs(args)
     if args.limit is not None and args.limit < 1:
@@ -96,22 +98,25 @@ def run(args) -> int:
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     if "prior" in [b.lower() for b in baselines] and not args.train_annotations:
         raise CLIError("--baselines prior needs --train-annotations FILE (the verb frequencies are counted there)")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise CLIError(f"--device: {exc}") from exc
+    print(f"device: {device}", file=sys.stderr)
     samples, vocab = _load(args, args.dataset)
     if args.split:
         vocab.split(args.split)  # an unknown split: an error naming the allowed ones, before any work
     config = CrossDetectorConfig(split=args.split, protocol=args.dataset, baselines=baselines, seed=args.seed,
                                  prior_smoothing=args.prior_smoothing, missing_classes=args.missing_classes,
-                                 limit=args.limit, device=args.device, progress=not args.no_progress)
+                                 limit=args.limit, device=device, progress=not args.no_progress)
     from pathlib import Path
 
     plan_detectors(specs, vocab, samples, Path(args.output))  # bad specs fail before the model loads
     train = None
     if args.train_annotations:
         train, _ = read_annotations(args.train_annotations, vocab, progress=not args.no_progress)
-    recogniser, saved = load_recogniser(args.model, vocab, args.mode, args.device)
-    pipeline = saved if saved is not None else HOIPipeline(None, recogniser)
-    if args.top_k is not None:
-        pipeline.post_config = replace(pipeline.post_config, top_k=args.top_k)
+    pipeline = load_pipeline(args.model, vocabulary=vocab, mode=args.mode, device=device,
+                             **({} if args.top_k is None else {"top_k": args.top_k}))
     result = run_cross_detector(pipeline, specs, samples, args.output, config=config, train_samples=train)
     print(result.title())
     print(result.to_table(markdown=args.markdown))

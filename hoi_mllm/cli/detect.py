@@ -6,17 +6,18 @@ of :mod:`hoi_mllm.predictions` that the evaluators read: per image the file name
 human box, object box, object index, verb index, score) and ``OUTPUT/vis/<name>.jpg`` per image
 with the triplets drawn. An unreadable image, or one the detector rejects, is reported and
 skipped; the others complete. An image where the detector finds no person or nothing to pair
-with gets an empty triplet list.
+with gets an empty triplet list. The run itself is :func:`hoi_mllm.runner.detect_folder`
+(sharded over the processes of ``accelerate launch``); this module parses and prints.
 """
 from __future__ import annotations
 
 import logging
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+from hoi_mllm.device import DEVICE_HELP
 
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("matching", "training-free")
@@ -43,13 +44,22 @@ def add_parser(sub) -> None:
                    help="matching (a fine-tuned recogniser) or training-free (likelihood of each candidate phrase "
                         "under a pretrained MLLM); default: a saved model's own mode, matching for a tiny preset, "
                         "training-free for a hub id or base checkpoint")
+    p.add_argument("--interaction", action="append", default=[], metavar="PHRASE",
+                   help="a new interaction to score, no training: 'VERB OBJECT' (repeatable; 'feed giraffe, zebra' "
+                        "gives one verb several objects); the object must be in the vocabulary")
+    p.add_argument("--interactions", default=None, metavar="FILE",
+                   help="a YAML or JSON list of interactions ('VERB OBJECT' strings or {verb, objects, phrase})")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
                                                                  "the checkpoint's otherwise)")
-    p.add_argument("--top-k", type=int, default=100, help="triplets kept per image (default: 100)")
+    p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
+                                                             "else 100)")
     p.add_argument("--max-pairs", type=int, default=None, help="pairs per image, best human x object score first "
                                                                 "(default: the saved model's, else 64)")
+    p.add_argument("--prefetch", type=int, default=1, metavar="N",
+                   help="images decoded and detected ahead by a background thread while the recogniser runs "
+                        "(0: none; default: 1)")
     p.add_argument("--recursive", action="store_true", help="also look for images in sub-folders")
     p.add_argument("--no-vis", action="store_true", help="do not draw pictures")
     p.add_argument("--force", action="store_true",
@@ -61,17 +71,12 @@ def add_parser(sub) -> None:
 def _check_args(args) -> None:
     from hoi_mllm.cli import CLIError
 
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     if args.max_pairs is not None and args.max_pairs < 1:
         raise CLIError(f"--max-pairs must be >= 1, got {args.max_pairs}")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise CLIError(f"--device {args.device!r} not allowed; allowed: cpu, cuda, cuda:N")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if args.prefetch < 0:
+        raise CLIError(f"--prefetch must be >= 0, got {args.prefetch}")
 
 
 # detector options that change how fast, not what, a detector finds
@@ -80,100 +85,60 @@ _RUNTIME_OPTIONS = ("device", "batch_size")
 
 def _settings(args, options: dict, pipeline) -> dict:
     """What decides the predictions of an image: a rerun resumes only under the same settings."""
+    report = getattr(pipeline, "interaction_report", None)
     return {"detector": args.detector, "model": str(args.model), "mode": pipeline.mode,
             "vocabulary": pipeline.recogniser.vocabulary.name,
             "detector_options": {k: str(v) for k, v in sorted(options.items()) if k not in _RUNTIME_OPTIONS},
-            "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs}
-
-
-def _check_resumable(path: Path, settings: dict) -> bool:
-    """True when ``path`` may be resumed: absent, empty, or written with the same ``settings``.
-
-    Raises:
-        CLIError: it holds images predicted with other settings (names each one that differs).
-    """
-    import json
-
-    from hoi_mllm.cli import CLIError
-
-    if not path.exists() or path.stat().st_size == 0:
-        return True
-    try:
-        with open(path) as f:
-            old = json.loads(f.readline()).get("settings")  # the header line
-    except (ValueError, AttributeError):
-        return True  # not a header: the writer reports what is wrong with the file
-    if old is None or old == settings:
-        return True
-    changed = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in settings if old.get(k) != settings.get(k))
-    raise CLIError(f"{path} holds predictions made with other settings ({changed}); use another --output, "
-                   "or --force to start it afresh")
+            "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs,
+            **({"interactions": report.added} if report is not None and report.added else {})}
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from hoi_mllm.cli import output_folder, parse_key_values
-    from hoi_mllm.cli.detections import collect_images, detect_images, nothing_processed, vis_names
-    from hoi_mllm.detectors import build_detector
-    from hoi_mllm.io import atomic_path
-    from hoi_mllm.pipeline import HOIPipeline, load_recogniser
-    from hoi_mllm.predictions import PredictionsWriter
-    from hoi_mllm.visualize import draw_triplets
+    from hoi_mllm.cli import CLIError, output_folder, parse_key_values
+    from hoi_mllm.device import resolve_device
+    from hoi_mllm.pipeline import load_pipeline
+    from hoi_mllm.runner import collect_images, detect_folder, nothing_processed
 
     _check_args(args)
     files = collect_images(args.inputs, args.recursive)
     out_dir = output_folder(args.output)  # before the model loads: a bad --output fails at once
     options = parse_key_values(args.detector_option, what="--detector-option")
-    recogniser, saved = load_recogniser(args.model, args.vocabulary, args.mode, args.device, args.dtype)
-    vocabulary = recogniser.vocabulary
-    options.setdefault("device", args.device)
-    detector = build_detector(args.detector, vocabulary=vocabulary, **options)
-    pair_config = saved.pair_config if saved is not None else None
-    post_config = saved.post_config if saved is not None else None
-    pipeline = HOIPipeline(detector, recogniser, pair_config, post_config)
-    pipeline.post_config = replace(pipeline.post_config, top_k=args.top_k)
-    if args.max_pairs is not None:
-        pipeline.pair_config = replace(pipeline.pair_config, max_pairs=args.max_pairs)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise CLIError(f"--device: {exc}") from exc
+    print(f"device: {device}", file=sys.stderr)
+    overrides = {k: v for k, v in (("top_k", args.top_k), ("max_pairs", args.max_pairs)) if v is not None}
+    interactions = list(args.interaction)
+    if args.interactions:
+        from hoi_mllm.interactions import read_interactions
 
+        interactions += read_interactions(args.interactions)
+    pipeline = load_pipeline(args.model, detector=args.detector, detector_options=options, vocabulary=args.vocabulary,
+                             mode=args.mode, device=device, dtype=args.dtype, interactions=interactions or None,
+                             **overrides)
+    if pipeline.interaction_report is not None:
+        for line in pipeline.interaction_report.lines():
+            print(line, file=sys.stderr)
+        if pipeline.interaction_report.added:
+            pipeline.vocabulary.save(out_dir / "vocabulary.json")
+            print(f"the vocabulary with the new interactions: {out_dir / 'vocabulary.json'} (evaluate with "
+                  f"--vocabulary {out_dir / 'vocabulary.json'})", file=sys.stderr)
+    options.setdefault("device", device)
     meta = {"detector": args.detector, "detector_options": options, "model": str(args.model), "mode": pipeline.mode,
             "settings": _settings(args, options, pipeline)}
-    resume = not args.force and _check_resumable(out_dir / "predictions.jsonl", meta["settings"])
-    writer = PredictionsWriter(out_dir / "predictions.jsonl", vocabulary.name, meta=meta, resume=resume)
-    done = writer.done
-    todo = [(p, n) for p, n in files if n not in done]
-    pictures = vis_names([n for _, n in files])
-    skipped: list[dict] = []
-    unpictured: list[dict] = []
-    with writer, tqdm(total=len(files), initial=len(files) - len(todo), desc=f"detect ({detector.name})",
-                      unit="img", file=sys.stderr) as bar:
-        for image, name, dets in detect_images(detector, todo, skipped, bar):
-            t0 = time.perf_counter()
-            try:
-                triplets = pipeline.recognise_detections(image, dets, name)
-            except ValueError as exc:
-                skipped.append({"file_name": name, "error": str(exc)})
-                log.warning("skipped %s: %s", name, exc)
-                continue
-            triplets.extra["recognition_ms"] = round(1000 * (time.perf_counter() - t0), 1)
-            writer.write(triplets)
-            if not args.no_vis:
-                try:
-                    with atomic_path(out_dir / "vis" / pictures[name]) as tmp:
-                        draw_triplets(image, triplets, vocabulary).save(tmp, format="JPEG", quality=90)
-                except (OSError, ValueError) as exc:  # the predictions of this image are written: keep going
-                    unpictured.append({"file_name": name, "error": str(exc)})
-                    log.warning("no picture for %s: %s", name, exc)
-    if skipped:
-        writer.meta["skipped"] = skipped
-    if unpictured:
-        writer.meta["pictures_failed"] = unpictured
-    result = writer.finish(out_dir / "predictions.json")
+    run = detect_folder(pipeline, files, out_dir, meta, force=args.force, pictures=not args.no_vis,
+                        prefetch=args.prefetch)
+    skipped, unpictured, result = run.skipped, run.unpictured, run.result
+    if result is None:  # another process of a sharded run: process 0 merged and reports
+        return 0
     if not result.images:
-        raise nothing_processed(skipped)
+        raise nothing_processed(result.meta.get("skipped", skipped))
     n_triplets = sum(len(im) for im in result.images)
-    print(f"{len(result.images)} images ({len(todo) - len(skipped)} new), {n_triplets} triplets -> "
+    shards = f", {run.world} processes" if run.world > 1 else ""
+    print(f"{len(result.images)} images ({run.new} new{shards}), {n_triplets} triplets -> "
           f"{out_dir / 'predictions.json'}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
+    skipped, unpictured = result.meta.get("skipped", skipped), result.meta.get("pictures_failed", unpictured)
     if skipped:
         print(f"skipped {len(skipped)} image(s): " + ", ".join(s["file_name"] for s in skipped), file=sys.stderr)
     if unpictured:

@@ -33,7 +33,7 @@ import inspect
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -167,9 +167,19 @@ class Backbone(nn.Module):
         name_or_path: the preset name, hub id or local path it was loaded from.
 
     Subclasses implement :meth:`encode_prefix` and :meth:`box_text`; the run paths are shared.
+
+    Module paths (dotted, under :attr:`model`) are the adapters' knowledge alone; the rest of the
+    code (fine-tuning, quantization, saving) asks for them: :attr:`LANGUAGE_MODEL_PATH` (the decoder
+    stack, what LoRA wraps and what trains at the language-model learning rate), :attr:`VISION_PATH`
+    (the vision encoder), :attr:`PROJECTOR_PATH` (vision-to-language projector / merger),
+    :meth:`no_quantization_modules` and :meth:`no_lora_modules`.
     """
 
     family: str = ""
+    LANGUAGE_MODEL_PATH: ClassVar[str] = "model.language_model"
+    VISION_PATH: ClassVar[str] = ""
+    PROJECTOR_PATH: ClassVar[str] = ""
+    LM_HEAD_PATH: ClassVar[str] = "lm_head"
     position_rank: int = 1
     chat: ChatFormat
 
@@ -197,7 +207,44 @@ class Backbone(nn.Module):
     @property
     def language_model(self) -> nn.Module:
         """The decoder stack (no LM head): takes ``inputs_embeds`` and ``position_ids``."""
-        return self.model.model.language_model
+        return self.model.get_submodule(self.LANGUAGE_MODEL_PATH)
+
+    def set_language_model(self, module: nn.Module) -> None:
+        """Put ``module`` (e.g. the decoder stack wrapped by peft) where the decoder stack is."""
+        parent, _, attr = self.LANGUAGE_MODEL_PATH.rpartition(".")
+        setattr(self.model.get_submodule(parent) if parent else self.model, attr, module)
+
+    @property
+    def vision_encoder(self) -> nn.Module:
+        """The vision encoder (tower)."""
+        return self.model.get_submodule(self.VISION_PATH)
+
+    @property
+    def projector(self) -> nn.Module:
+        """The vision-to-language projector (Qwen: the merger inside the vision encoder)."""
+        return self.model.get_submodule(self.PROJECTOR_PATH)
+
+    @classmethod
+    def module_path(cls, part: str) -> str:
+        """Dotted path under the backbone adapter itself (``model.`` + the path under :attr:`model`) of
+        ``language_model``, ``vision_encoder``, ``projector`` or ``lm_head``: a parameter of that part is
+        named ``<path>.<...>`` in the adapter's ``named_parameters()``."""
+        paths = {"language_model": cls.LANGUAGE_MODEL_PATH, "vision_encoder": cls.VISION_PATH,
+                 "projector": cls.PROJECTOR_PATH, "lm_head": cls.LM_HEAD_PATH}
+        if part not in paths:
+            raise ValueError(f"unknown backbone part {part!r}; allowed: {', '.join(paths)}")
+        return f"model.{paths[part]}"
+
+    @classmethod
+    def no_quantization_modules(cls) -> list[str]:
+        """Modules (paths under :attr:`model`) kept in full precision under 4/8-bit quantization:
+        the vision encoder, the projector and the LM head."""
+        return [p for p in (cls.LM_HEAD_PATH, cls.VISION_PATH, cls.PROJECTOR_PATH) if p]
+
+    @classmethod
+    def no_lora_modules(cls) -> list[str]:
+        """Modules (paths under :attr:`model`) LoRA never wraps: everything but the decoder stack."""
+        return cls.no_quantization_modules()
 
     @property
     def hidden_size(self) -> int:

@@ -28,6 +28,8 @@ class LlavaBackbone(Backbone):
 
     family = "llava"
     position_rank = 1
+    VISION_PATH = "model.vision_tower"
+    PROJECTOR_PATH = "model.multi_modal_projector"
     add_bos = True
     chat = ChatFormat(user_start="USER: ", user_end=" ", assistant_start="ASSISTANT:")
 
@@ -49,7 +51,7 @@ class LlavaBackbone(Backbone):
         """``[1, 3, S, S]`` -> ``[N, D]`` projected features (``N = G * G``, plus CLS for ``"full"`` CLIP)."""
         cfg = self.model.config
         out = self.model.model.get_image_features(
-            pixel_values=pixel_values.to(self.model.model.vision_tower.dtype),
+            pixel_values=pixel_values.to(self.vision_encoder.dtype),
             vision_feature_layer=cfg.vision_feature_layer,
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         )
@@ -116,11 +118,11 @@ class LlavaOnevisionBackbone(LlavaBackbone):
     def image_features(self, pixel_values: Tensor) -> Tensor:
         """Vision tower -> selected layer(s) -> feature strategy -> projector, on the base view only."""
         cfg = self.model.config
-        tower = self.model.model.vision_tower
+        tower = self.vision_encoder
         out = tower(pixel_values.to(tower.dtype), output_hidden_states=True, return_dict=True)
         layer = cfg.vision_feature_layer
         layers = [layer] if isinstance(layer, int) else list(layer)
         selected = torch.cat([out.hidden_states[i] for i in layers], dim=-1)  # [1, N, C]
         if cfg.vision_feature_select_strategy == "default":
             selected = selected[:, 1:]
-        return self.model.model.multi_modal_projector(selected)[0]
+        return self.projector(selected)[0]

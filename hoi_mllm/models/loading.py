@@ -28,8 +28,6 @@ SUPPORTED = {
     "llava_onevision": ("llava-onevision", "LlavaOnevisionForConditionalGeneration"),
 }
 QUANTIZATION = (None, "4bit", "8bit")
-# modules kept in full precision under quantization: the vision encoders, projectors and the LM head
-SKIP_QUANTIZATION = ["lm_head", "model.visual", "model.vision_tower", "model.multi_modal_projector"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -48,30 +46,41 @@ def _dtype(dtype) -> torch.dtype | str | None:
     return allowed[dtype]
 
 
-def quantization_config(quantization: str | None, compute_dtype: torch.dtype | None):
-    """``BitsAndBytesConfig`` for ``"4bit"`` (NF4, double quantization) or ``"8bit"`` (LLM.int8), or None."""
+def quantization_config(quantization: str | None, compute_dtype: torch.dtype | None, skip_modules: list[str]):
+    """``BitsAndBytesConfig`` for ``"4bit"`` (NF4, double quantization) or ``"8bit"`` (LLM.int8), or None.
+
+    ``skip_modules``: kept in full precision (the adapter's ``no_quantization_modules()``: vision
+    encoder, projector, LM head)."""
     if quantization is None:
         return None
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=SKIP_QUANTIZATION)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip_modules))
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute_dtype or torch.float32,
-                              llm_int8_skip_modules=SKIP_QUANTIZATION)
+                              llm_int8_skip_modules=list(skip_modules))
+
+
+def adapter_class(model_type: str) -> type[Backbone]:
+    """The backbone adapter class of a transformers ``model_type`` (one of :data:`SUPPORTED`)."""
+    family = SUPPORTED[model_type][0]
+    if family.startswith("qwen"):
+        from hoi_mllm.models.qwen_vl import QwenVLBackbone
+
+        return QwenVLBackbone
+    from hoi_mllm.models.llava import LlavaBackbone, LlavaOnevisionBackbone
+
+    return LlavaOnevisionBackbone if family == "llava-onevision" else LlavaBackbone
 
 
 def _adapter(model, tokenizer, processor, num_pair_tokens: int, name: str, min_pixels, max_pixels) -> Backbone:
     family = SUPPORTED[model.config.model_type][0]
+    cls = adapter_class(model.config.model_type)
     if family.startswith("qwen"):
-        from hoi_mllm.models.qwen_vl import QwenVLBackbone
-
-        return QwenVLBackbone(model, tokenizer, processor, num_pair_tokens, name, min_pixels, max_pixels)
+        return cls(model, tokenizer, processor, num_pair_tokens, name, min_pixels, max_pixels)
     if min_pixels is not None or max_pixels is not None:
         raise ValueError(f"min_pixels / max_pixels apply to Qwen families only, not {family}")
-    from hoi_mllm.models.llava import LlavaBackbone, LlavaOnevisionBackbone
-
-    cls = LlavaOnevisionBackbone if family == "llava-onevision" else LlavaBackbone
     return cls(model, tokenizer, processor, num_pair_tokens, name)
 
 
@@ -165,7 +174,9 @@ def load_backbone(
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     model = model_cls.from_pretrained(source, device_map=device_map,
-                                      quantization_config=quantization_config(quantization, compute), **kwargs)
+                                      quantization_config=quantization_config(
+                                          quantization, compute, adapter_class(config.model_type).no_quantization_modules()),
+                                      **kwargs)
     ids = add_special_tokens(tokenizer, num_pair_tokens)
     if max(ids) >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))

@@ -32,6 +32,8 @@ class QwenVLBackbone(Backbone):
     (``None``: the processor's setting); the grid has at most ``max_pixels / (patch * merge)^2`` tokens."""
 
     position_rank = 3
+    VISION_PATH = "model.visual"
+    PROJECTOR_PATH = "model.visual.merger"
     chat = ChatFormat(
         user_start="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
         user_end="<|im_end|>\n",
