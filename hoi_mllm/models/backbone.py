@@ -180,6 +180,8 @@ class Backbone(nn.Module):
     VISION_PATH: ClassVar[str] = ""
     PROJECTOR_PATH: ClassVar[str] = ""
     LM_HEAD_PATH: ClassVar[str] = "lm_head"
+    # (transformers 5 parameter-name prefix, the published checkpoints' prefix), first match wins
+    HUB_PREFIXES: ClassVar[tuple[tuple[str, str], ...]] = ()
     position_rank: int = 1
     chat: ChatFormat
 
@@ -240,6 +242,15 @@ class Backbone(nn.Module):
         """Modules (paths under :attr:`model`) kept in full precision under 4/8-bit quantization:
         the vision encoder, the projector and the LM head."""
         return [p for p in (cls.LM_HEAD_PATH, cls.VISION_PATH, cls.PROJECTOR_PATH) if p]
+
+    @classmethod
+    def hub_parameter_name(cls, key: str) -> str:
+        """A parameter name of the transformers 5 model -> its name in the family's published
+        checkpoints (what a downloaded folder holds; transformers maps it back when loading)."""
+        for new, old in cls.HUB_PREFIXES:
+            if key.startswith(new):
+                return old + key[len(new):]
+        return key
 
     @classmethod
     def no_lora_modules(cls) -> list[str]:

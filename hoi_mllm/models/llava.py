@@ -30,6 +30,9 @@ class LlavaBackbone(Backbone):
     position_rank = 1
     VISION_PATH = "model.vision_tower"
     PROJECTOR_PATH = "model.multi_modal_projector"
+    HUB_PREFIXES = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                    ("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
+                    ("model.image_newline", "image_newline"))
     add_bos = True
     chat = ChatFormat(user_start="USER: ", user_end=" ", assistant_start="ASSISTANT:")
 

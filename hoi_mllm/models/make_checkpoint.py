@@ -107,16 +107,6 @@ def _parts(name: str):
             Qwen2VLImageProcessor(**common), Qwen2VLVideoProcessor(**common))
 
 
-def hub_name(key: str) -> str:
-    """A transformers 5 parameter name -> its name in the published checkpoints."""
-    for new, old in (("model.language_model.", "model."), ("model.visual.", "visual."),
-                     ("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
-                     ("model.image_newline", "image_newline")):
-        if key.startswith(new):
-            return old + key[len(new):]
-    return key
-
-
 def _random(name: str, shape, dtype: torch.dtype, std: float, generator: torch.Generator) -> torch.Tensor:
     leaf = name.rsplit(".", 1)[-1]
     if leaf == "bias" or "newline" in name:
@@ -147,6 +137,9 @@ def write_weights(model_cls, config, folder: Path, dtype: torch.dtype, max_shard
     shards.append(current)
     generator = torch.Generator().manual_seed(seed)
     weight_map, total = {}, 0
+    from hoi_mllm.models.loading import adapter_class
+
+    hub_name = adapter_class(config.model_type).hub_parameter_name
     for i, shard in enumerate(shards, 1):
         file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         tensors = {hub_name(k): _random(k, s, dtype, std, generator) for k, s in shard}

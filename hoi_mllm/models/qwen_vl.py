@@ -34,6 +34,7 @@ class QwenVLBackbone(Backbone):
     position_rank = 3
     VISION_PATH = "model.visual"
     PROJECTOR_PATH = "model.visual.merger"
+    HUB_PREFIXES = (("model.language_model.", "model."), ("model.visual.", "visual."))
     chat = ChatFormat(
         user_start="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
         user_end="<|im_end|>\n",
