@@ -38,6 +38,7 @@ PAIR_SOURCES = ("ground-truth", "detector", "both")
 TEACHERS = ("likelihood", "clip", "ema", "none")
 VERB_LOSSES = ("focal", "bce")
 DISTILL_LOSSES = ("kl", "bce")
+TARGET_RULES = ("union", "one-to-one")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MISSING_CLASSES = ("skip", "zero")
@@ -185,6 +186,14 @@ class MatcherConfig:
     top_k: int = _help("stage two: at most this many potential pairs per image (EoID: 3)", default=3)
     interactiveness_threshold: float = _help("stage two: potential only above this interactiveness (EoID: 0.5)",
                                              default=0.5)
+    targets: str = _help("union: DA-HOI's ground truth (duplicate instances merged, a proposal's verbs the union over "
+                         "every annotated pair it overlaps; finetune/targets.py); one-to-one: the earlier rule (each "
+                         "proposal the verbs of its single Hungarian partner), kept for the before/after comparison",
+                         default="union")
+    union_iou: float = _help("union: an annotated pair gives its verbs to every proposal of its object class whose "
+                             "min(IoU human, IoU object) with it reaches this (DA-HOI: 0.5)", default=0.5)
+    merge_iou: float = _help("union: class-wise NMS IoU merging duplicate annotated instances (DA-HOI merge_gt: 0.5)",
+                             default=0.5)
 
     def __post_init__(self):
         for name in ("cost_l1", "cost_giou", "cost_object", "cost_verb"):
@@ -192,6 +201,9 @@ class MatcherConfig:
         check_range(self.iou_threshold, "matcher.iou_threshold", 0, 1)
         check_range(self.top_k, "matcher.top_k", 0)
         check_range(self.interactiveness_threshold, "matcher.interactiveness_threshold", 0, 1)
+        check_choice(self.targets, TARGET_RULES, "matcher.targets")
+        check_range(self.union_iou, "matcher.union_iou", 0, 1, low_open=True)
+        check_range(self.merge_iou, "matcher.merge_iou", 0, 1, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ text, as at inference). Which candidate slots a loss may touch is decided here, 
   pushed down because the annotation was removed), so its slot is masked out;
 * **distillation** on potential pairs over *all* candidate slots (the teacher's soft scores
   carry what is known of unseen classes, from text and pixels, never from unseen labels);
-* **interactiveness** BCE on every proposal: 1 for seen and potential pairs, 0 for "no pair".
+* **interactiveness** BCE, "interacts": 1 for interacting seen pairs and potential pairs, 0 for
+  pairs annotated only with the no-interaction verb and for "no pair"; stage-two matches not
+  selected as potential are left out (EoID's ``unknown_mask``; :mod:`~hoi_mllm.finetune.targets`).
 
 Shapes: ``P`` pairs (of a whole batch, concatenated), ``C`` candidate slots (``-1`` padded).
 """
@@ -124,15 +126,21 @@ def distillation_loss(logits: Tensor, teacher: Tensor, valid: Tensor, config: Lo
     return kl.sum(1).mean()
 
 
-def interactiveness_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """BCE with logits, mean over pairs: ``[P]``, ``[P]`` -> scalar (0 without pairs)."""
+def interactiveness_loss(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """BCE with logits, mean over the ``mask [P]`` pairs (None: all): ``[P]``, ``[P]`` -> scalar (0 without pairs).
+
+    The mask is EoID's ``unknown_mask``: stage-two matches not selected as potential have no target."""
+    if mask is not None:
+        mask = mask.to(logits.device)
+        logits, targets = logits[mask], targets.to(logits.device)[mask]
     if logits.numel() == 0:
         return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
 
 
 def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_targets: Tensor,
-               seen_slots: Tensor, teacher: Tensor, valid: Tensor, config: LossConfig) -> LossTerms:
+               seen_slots: Tensor, teacher: Tensor, valid: Tensor, config: LossConfig,
+               interactiveness_targets: Tensor | None = None, interactiveness_mask: Tensor | None = None) -> LossTerms:
     """All loss terms of a batch.
 
     Args:
@@ -144,6 +152,8 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
         teacher: ``[P, C]`` teacher probabilities of potential pairs (rows of other pairs ignored; a
             potential pair whose row is all zero, e.g. without a teacher, has no distillation term).
         valid: ``[P, C]`` True at real candidate slots.
+        interactiveness_targets: ``[P]`` (None: 1 for seen and potential pairs, 0 for the rest).
+        interactiveness_mask: ``[P]`` False where the pair has no interactiveness term (None: every pair).
     """
     device = verb_logits.device
     role = role.to(device)
@@ -152,6 +162,8 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
     teacher = teacher.to(device)
     taught = potential & (teacher.sum(1) > 0)  # [P]
     d = distillation_loss(verb_logits, teacher, taught[:, None] & valid.to(device), config)
-    i = interactiveness_loss(interactiveness, (role > 0).float())
+    if interactiveness_targets is None:
+        interactiveness_targets = ((role == 1) | (role == 2)).float()
+    i = interactiveness_loss(interactiveness, interactiveness_targets, interactiveness_mask)
     v, d, i = config.verb_weight * v, config.distill_weight * d, config.interactiveness_weight * i
     return LossTerms(v + d + i, v, d, i, int(seen.sum()), int(potential.sum()), int(role.numel()))

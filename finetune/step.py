@@ -7,8 +7,9 @@ Per image of a batch, read top to bottom:
    checkpointing works there), unseen phrases included, as at inference;
 3. under ``no_grad``, proposals are matched in two stages (:mod:`~hoi_mllm.finetune.matcher`)
    to the annotated pairs, then to the unannotated human-object combinations;
-4. seen pairs get the verb targets of their annotated pair, potential pairs the teacher's scores
-   on the matched combination's boxes, every pair an interactiveness target.
+4. targets follow :mod:`~hoi_mllm.finetune.targets` (``matcher.targets``; DA-HOI's union of the
+   verbs of every overlapping annotated pair by default); potential pairs get the teacher's scores
+   on the matched combination's boxes; every pair but the ignored ones an interactiveness target.
 
 The batch's pairs are then concatenated and :func:`~hoi_mllm.finetune.losses.hoi_losses` computes
 the terms once. The module wraps the recogniser so that ``accelerate.prepare`` (DDP) sees one
@@ -25,7 +26,8 @@ from torch import Tensor, nn
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import LossConfig, MatcherConfig, PairsConfig
 from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses
-from hoi_mllm.finetune.matcher import PairSet, two_stage_match, unannotated_combinations
+from hoi_mllm.finetune.matcher import PairSet, pair_ious
+from hoi_mllm.finetune.targets import TargetRule, annotated_pairs, build_targets
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
 from hoi_mllm.models.matching import RecognitionOutput
 from hoi_mllm.models.recogniser import HOIRecogniser
@@ -47,19 +49,11 @@ class TrainItem:
 class ImageTargets:
     """Targets of the ``P`` proposals of one image (CPU tensors)."""
 
-    role: Tensor           # [P] 0 none, 1 seen, 2 potential
-    verb_targets: Tensor   # [P, C]
-    teacher: Tensor        # [P, C]
-
-
-def annotated_pairs(sample: HOISample, num_verbs: int) -> tuple[PairSet, np.ndarray]:
-    """The sample's annotated pairs that have an object, as a :class:`PairSet` (verbs multi-hot ``[G, V]``),
-    and their rows in the sample."""
-    rows = np.flatnonzero(sample.pair_object >= 0)
-    boxes = torch.as_tensor(sample.boxes).float()
-    h, o = torch.as_tensor(sample.pair_human[rows]), torch.as_tensor(sample.pair_object[rows])
-    verbs = torch.as_tensor(sample.verb_matrix(num_verbs)[rows])
-    return PairSet(boxes[h], boxes[o], torch.as_tensor(sample.labels)[o], torch.ones(len(rows)), verbs), rows
+    role: Tensor             # [P] 0 none, 1 seen, 2 potential, 3 ignored (finetune/targets.py)
+    verb_targets: Tensor     # [P, C]
+    teacher: Tensor          # [P, C]
+    interactiveness: Tensor  # [P] target
+    interactiveness_mask: Tensor  # [P] False: no interactiveness loss
 
 
 def verb_probabilities(output: RecognitionOutput, class_verbs: Tensor, num_verbs: int, slots: Tensor) -> Tensor:
@@ -93,6 +87,7 @@ class TrainingStep(nn.Module):
         self.class_verbs = torch.as_tensor(self.vocabulary.class_verbs)
         self.everything = frozenset(range(self.vocabulary.num_classes))
         self.last_images: list[str] = []
+        self.rule = TargetRule.of(self.vocabulary, self.seen_classes, pairs.proposal.human_human)
 
     @property
     def teacher(self) -> Teacher:
@@ -104,9 +99,7 @@ class TrainingStep(nn.Module):
         cap = self.pairs_config.max_train_pairs
         if cap is None or len(pairs) <= cap:
             return pairs
-        annotated, _ = annotated_pairs(item.sample, self.vocabulary.num_verbs)
-        from hoi_mllm.finetune.matcher import pair_ious
-
+        annotated, _ = annotated_pairs(item.sample)
         props = PairSet(torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
                         torch.as_tensor(pairs.object_labels))
         near = (pair_ious(props, annotated) >= self.matcher_config.iou_threshold).any(1) if len(annotated) else \
@@ -117,34 +110,25 @@ class TrainingStep(nn.Module):
         return pairs[np.sort(order)]
 
     def image_targets(self, item: TrainItem, pairs: Pairs, output: RecognitionOutput) -> ImageTargets:
-        """Match the proposals of one image and build their targets (no gradients)."""
-        vocab, cfg = self.vocabulary, self.matcher_config
-        sample = item.sample
+        """Targets of the proposals of one image (no gradients): :func:`~hoi_mllm.finetune.targets.build_targets`
+        on the model's interactiveness and verb probabilities, then the teacher on the potential pairs."""
+        vocab = self.vocabulary
         cands = output.candidates.cpu()
         seen_slots = candidate_mask(cands, self.seen_classes)
-        annotated, rows = annotated_pairs(sample, vocab.num_verbs)
-        ch, co = unannotated_combinations(np.asarray(sample.labels), sample.pair_human, sample.pair_object,
-                                          vocab.human_object, self.pairs_config.proposal.human_human)
-        boxes = torch.as_tensor(sample.boxes).float()
-        combos = PairSet(boxes[torch.as_tensor(ch)], boxes[torch.as_tensor(co)], torch.as_tensor(sample.labels)[torch.as_tensor(co)])
         inter = torch.sigmoid(output.interactiveness.detach().float().cpu())
         props = PairSet(torch.as_tensor(pairs.human_boxes).float(), torch.as_tensor(pairs.object_boxes).float(),
                         torch.as_tensor(pairs.object_labels).long(), torch.as_tensor(pairs.object_scores).float(),
                         verb_probabilities(output, self.class_verbs, vocab.num_verbs, seen_slots))
-        match = two_stage_match(props, annotated, combos, inter, pairs.image_size, cfg)
-        positives: list[list[int]] = [[] for _ in range(len(pairs))]
-        for p, g in zip(match.seen_proposal.tolist(), match.seen_target.tolist()):
-            positives[p] = [c for c in sample.pair_classes[rows[g]] if c in self.seen_classes]
-        verb_targets = candidate_targets(cands, positives)
+        t = build_targets(item.sample, props, inter, pairs.image_size, self.rule, self.matcher_config)
+        verb_targets = candidate_targets(cands, t.positives)
         teacher = torch.zeros(cands.shape)
-        if match.potential_proposal.numel():
-            u = match.potential_target
-            keys = [(sample.file_name, int(ch[k]), int(co[k])) for k in u.tolist()]
-            t_cands, t_probs = self.teacher(item.image, make_pairs(combos.human_boxes[u], combos.object_boxes[u],
-                                                                   combos.object_labels[u], pairs.image_size), keys)
+        if t.potential_proposal.numel():
+            keys = [(item.sample.file_name, int(h), int(o)) for h, o in t.potential_instances.tolist()]
+            t_cands, t_probs = self.teacher(item.image, make_pairs(t.potential_human_boxes, t.potential_object_boxes,
+                                                                   t.potential_labels, pairs.image_size), keys)
             if t_cands.numel():
-                teacher[match.potential_proposal] = align_scores(cands[match.potential_proposal], t_cands, t_probs)
-        return ImageTargets(match.role, verb_targets, teacher)
+                teacher[t.potential_proposal] = align_scores(cands[t.potential_proposal], t_cands, t_probs)
+        return ImageTargets(t.role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
 
     def forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
         outputs, targets = [], []
@@ -170,5 +154,8 @@ class TrainingStep(nn.Module):
         verb_targets = torch.cat([pad(t.verb_targets) for t in targets])
         teacher = torch.cat([pad(t.teacher) for t in targets])
         cands = out.candidates.cpu()
+        inter = torch.cat([t.interactiveness for t in targets])
+        inter_mask = torch.cat([t.interactiveness_mask for t in targets])
         return hoi_losses(out.verb_logits, out.interactiveness, role, verb_targets,
-                          candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config)
+                          candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config,
+                          inter, inter_mask)
