@@ -37,7 +37,7 @@ ADAPTER_METHODS = ("lora", "full", "frozen")
 PAIR_SOURCES = ("ground-truth", "detector", "both")
 TEACHERS = ("likelihood", "clip", "ema", "none")
 VERB_LOSSES = ("focal", "bce")
-DISTILL_LOSSES = ("kl", "bce")
+DISTILL_LOSSES = ("eoid", "kl", "bce")
 TARGET_RULES = ("union", "one-to-one")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -235,8 +235,12 @@ class LossConfig:
     focal_alpha: float = _help("focal loss alpha (weight of positives)", default=0.5)
     focal_gamma: float = _help("focal loss gamma", default=2.0)
     verb_weight: float = _help("weight of the verb loss", default=1.0)
-    distill: str = _help("kl (softmax over the candidates) | bce (teacher probabilities as targets)", default="kl")
-    distill_weight: float = _help("weight of the distillation loss on potential pairs", default=1.0)
+    distill: str = _help("eoid (EoID loss_verb_labels: on every matched pair, seen and potential, the teacher's "
+                         "probabilities become soft labels of the candidates that are not ground-truth positives, "
+                         "BCE summed over those slots / (pairs x vocabulary verbs)) | kl (softmax over the candidates, "
+                         "potential pairs only) | bce (teacher probabilities as targets, potential pairs only)",
+                         default="eoid")
+    distill_weight: float = _help("weight of the distillation loss (EoID: clip_loss_coef 700)", default=700.0)
     distill_temperature: float = _help("temperature of the student's softmax in kl distillation", default=1.0)
     interactiveness_weight: float = _help("weight of the interactiveness BCE (seen, potential = 1; none = 0)",
                                           default=1.0)

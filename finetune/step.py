@@ -27,7 +27,7 @@ from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import LossConfig, MatcherConfig, PairsConfig
 from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses
 from hoi_mllm.finetune.matcher import PairSet, pair_ious
-from hoi_mllm.finetune.targets import TargetRule, annotated_pairs, build_targets
+from hoi_mllm.finetune.targets import SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
 from hoi_mllm.models.matching import RecognitionOutput
 from hoi_mllm.models.recogniser import HOIRecogniser
@@ -73,10 +73,13 @@ class TrainingStep(nn.Module):
         pairs, matcher, loss: config sections.
         teacher: soft targets of potential pairs (kept outside the module tree).
         seed: seed of the per-image pair subsampling (``pairs.max_train_pairs``).
+        distill_classes: classes whose slots take the teacher's soft labels under ``loss.distill=eoid``
+            (:func:`~hoi_mllm.finetune.targets.soft_label_classes`; None: every class but no-interaction).
     """
 
     def __init__(self, recogniser: HOIRecogniser, seen_classes: frozenset[int], pairs: PairsConfig,
-                 matcher: MatcherConfig, loss: LossConfig, teacher: Teacher, seed: int = 0):
+                 matcher: MatcherConfig, loss: LossConfig, teacher: Teacher, seed: int = 0,
+                 distill_classes: frozenset[int] | None = None):
         super().__init__()
         self.recogniser = recogniser
         self.vocabulary = recogniser.vocabulary
@@ -88,6 +91,7 @@ class TrainingStep(nn.Module):
         self.everything = frozenset(range(self.vocabulary.num_classes))
         self.last_images: list[str] = []
         self.rule = TargetRule.of(self.vocabulary, self.seen_classes, pairs.proposal.human_human)
+        self.distill_classes = soft_label_classes(self.vocabulary) if distill_classes is None else distill_classes
 
     @property
     def teacher(self) -> Teacher:
@@ -122,12 +126,20 @@ class TrainingStep(nn.Module):
         t = build_targets(item.sample, props, inter, pairs.image_size, self.rule, self.matcher_config)
         verb_targets = candidate_targets(cands, t.positives)
         teacher = torch.zeros(cands.shape)
-        if t.potential_proposal.numel():
-            keys = [(item.sample.file_name, int(h), int(o)) for h, o in t.potential_instances.tolist()]
-            t_cands, t_probs = self.teacher(item.image, make_pairs(t.potential_human_boxes, t.potential_object_boxes,
-                                                                   t.potential_labels, pairs.image_size), keys)
+        rows, hb, ob, lab = t.potential_proposal, t.potential_human_boxes, t.potential_object_boxes, t.potential_labels
+        keys = [(item.sample.file_name, int(h), int(o)) for h, o in t.potential_instances.tolist()]
+        if self.loss_config.distill == "eoid":  # EoID: every matched pair, seen ones on their own boxes
+            seen = torch.nonzero(t.role == SEEN).flatten()
+            rows = torch.cat([seen, rows])
+            hb = torch.cat([props.human_boxes[seen], hb])
+            ob = torch.cat([props.object_boxes[seen], ob])
+            lab = torch.cat([props.object_labels[seen], lab])
+            keys = [(item.sample.file_name, tuple(round(float(v), 1) for v in (*h, *o)))
+                    for h, o in zip(props.human_boxes[seen].tolist(), props.object_boxes[seen].tolist())] + keys
+        if rows.numel():
+            t_cands, t_probs = self.teacher(item.image, make_pairs(hb, ob, lab, pairs.image_size), keys)
             if t_cands.numel():
-                teacher[t.potential_proposal] = align_scores(cands[t.potential_proposal], t_cands, t_probs)
+                teacher[rows] = align_scores(cands[rows], t_cands, t_probs)
         return ImageTargets(t.role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
 
     def forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
@@ -158,4 +170,4 @@ class TrainingStep(nn.Module):
         inter_mask = torch.cat([t.interactiveness_mask for t in targets])
         return hoi_losses(out.verb_logits, out.interactiveness, role, verb_targets,
                           candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config,
-                          inter, inter_mask)
+                          inter, inter_mask, candidate_mask(cands, self.distill_classes), self.vocabulary.num_verbs)

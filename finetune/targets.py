@@ -230,3 +230,16 @@ def build_targets(sample: HOISample, proposals: PairSet, interactiveness: Tensor
     return ProposalTargets(role, positives, inter, mask, pot, combos.human_boxes[cols], combos.object_boxes[cols],
                            combos.object_labels[cols],
                            torch.stack([torch.as_tensor(ch)[cols], torch.as_tensor(co)[cols]], 1).long())
+
+
+def soft_label_classes(vocabulary, split: str | None = None) -> frozenset[int]:
+    """Classes whose candidate slots may take the teacher's soft labels (EoID's ``seen_mask``).
+
+    Every class but those of the no-interaction verb (the teacher's softmax leaves it out); under an
+    unseen-verb split, the unseen classes only (EoID ``hico_ua_st``: ``seen_mask[ua] = 1``).
+    """
+    classes = frozenset(range(vocabulary.num_classes))
+    if split not in (None, "", "default", "none") and vocabulary.split(split).kind == "unseen_verb":
+        classes = vocabulary.unseen_classes(split)
+    no_int = vocabulary.no_interaction_verb
+    return frozenset(c for c in classes if no_int is None or int(vocabulary.class_verbs[c]) != no_int)
