@@ -66,6 +66,9 @@ class DemoConfig:
     test_images: int = _help("synthetic test images (evaluation only; nothing is tuned on them)", default=300)
     image_size: int = _help("side of the square synthetic images in pixels", default=256)
     split: str = _help("zero-shot split of the world (unseen verb-object combinations)", default="uc_a")
+    habits: str = _help("annotation habits of the world: hico (every verb row its own jittered boxes, crowded "
+                        "scenes, as HICO-DET's files; hoi_mllm.data.synthetic.HABITS) or clean (exact boxes)",
+                        default="hico")
     yolo: YOLOTrainConfig = _help("the detector trained on the world", default_factory=YOLOTrainConfig)
     recipe: str = _help("fine-tuning recipe (built-in name or YAML file)", default="synthetic")
     finetune: dict = _help("overrides of the recipe, as nested keys (finetune.train.steps=3)", default_factory=dict)
@@ -86,6 +89,8 @@ class DemoConfig:
         if self.yolo.val_images >= self.train_images:
             raise ConfigError(f"config key 'yolo.val_images' ({self.yolo.val_images}) must be below train_images "
                               f"({self.train_images}): the YOLO validation images are held out of the training images")
+        if self.habits not in ("clean", "hico"):
+            raise ConfigError(f"config key 'habits': {self.habits!r} not allowed; allowed: clean, hico")
         if self.missing_classes not in ("skip", "zero"):
             raise ConfigError(f"config key 'missing_classes': {self.missing_classes!r} not allowed; allowed: skip, zero")
 
