@@ -77,9 +77,11 @@ class DemoConfig:
     missing_classes: str = _help("classes without test ground truth: skip (out of the means) or zero", default="skip")
     gallery: int = _help("test images drawn in the report's gallery", default=8)
     time_aim_s: float = _help("aim for the whole demo's wall time, seconds", default=900.0)
-    threads: int | None = _help("torch CPU threads for every stage (None: one less than the usable CPUs, at "
-                                "least one: on a shared 2-core machine a second thread made training 5x slower)",
-                                default=None)
+    threads: int | None = _help("torch CPU threads for every stage. 1 by default so that a run's numbers do not "
+                                "depend on the machine: float sums split over threads round differently, and "
+                                "training amplifies that. None: one less than the usable CPUs (faster on a "
+                                "large machine, other numbers; on a shared 2-core machine a second thread made "
+                                "training 5x slower)", default=1)
 
     def __post_init__(self):
         for key, low in (("train_images", 2), ("test_images", 1), ("gallery", 0)):
