@@ -9,7 +9,10 @@ the threshold. Of the stage-two matches, those with interactiveness above the th
 ``top_k`` of them by interactiveness, become **potential** pairs; every other proposal is "no pair".
 
 All functions are pure, run under ``torch.no_grad`` and return index tensors; boxes are xyxy
-pixels, normalised by the image size inside the L1 cost.
+pixels, normalised by the image size inside the L1 cost. What the trainer builds from them is
+:mod:`hoi_mllm.finetune.targets`: by default stage one is replaced there by DA-HOI's many-to-one
+union rule and stage two (:func:`stage_two`) runs over the merged, de-duplicated combinations;
+:func:`two_stage_match` as a whole serves the earlier ``one-to-one`` rule.
 """
 from __future__ import annotations
 

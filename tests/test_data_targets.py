@@ -114,3 +114,15 @@ def test_real_hicodet_test_file_keeps_every_verb_and_mines_no_duplicate(tmp_path
     s = write_targets(HICO_TEST, tmp_path / "hico", progress=False).as_dict()
     assert s["images"] == 9658 and s["expected_verbs"] > 100_000
     assert s["missing_verbs"] == 0 and s["potential_duplicates"] == 0 and s["potential_self_pairs"] == 0
+
+
+@pytest.mark.parametrize("hoi, field", [({"subject_id": 0, "object_id": 5, "category_id": 1}, "hoi_annotation[0].object_id"),
+                                        ({"subject_id": 7, "object_id": 1, "category_id": 1}, "hoi_annotation[0].subject_id")])
+def test_pairs_referencing_boxes_out_of_range_name_file_image_and_field(tmp_path, capsys, hoi, field):
+    path = tmp_path / "trainval_hico.json"
+    path.write_text(json.dumps([{"file_name": "HICO_train2015_00000007.jpg",
+                                 "annotations": [{"bbox": H, "category_id": 1}, {"bbox": C, "category_id": 47}],
+                                 "hoi_annotation": [hoi]}]))
+    assert main(["data", "targets", str(path), "--output", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert path.name in err and "HICO_train2015_00000007.jpg" in err and field in err and "outside" in err
