@@ -81,7 +81,8 @@ def train_one(seed: int, rule: str, args, root: Path) -> dict:
     world = generate_world(root / f"world_{seed}", args.images, args.test_images, seed, image_size=args.image_size,
                            progress=False, workers=1, habits=args.habits)
     cfg = load_config(args.recipe, {"data.train": str(world.annotations["train"]), "data.val_images": 0,
-                                    "matcher.targets": rule, "train.seed": seed, "train.steps": args.steps,
+                                    "matcher.targets": rule, "pairs.merge_duplicates": rule == "union",
+                                    "train.seed": seed, "train.steps": args.steps,
                                     "train.tensorboard": False, "train.checkpoint_every": 0, "eval.at_end": False,
                                     "eval.every": 0, "train.threads": args.threads})
     start = time.perf_counter()

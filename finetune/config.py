@@ -158,6 +158,10 @@ class PairsConfig:
                             default=False)
     dedupe_iou: float = _help("both: drop a detected box overlapping a same-label annotated box at this IoU",
                               default=0.7)
+    merge_duplicates: bool = _help("ground-truth / both: propose pairs from the annotated instances merged as DA-HOI's "
+                                   "merge_gt does (class-wise NMS at IoU 0.5; a UPT file repeats each box, jittered, "
+                                   "once per verb row); false: from every annotated row's boxes (the earlier way)",
+                                   default=True)
     max_train_pairs: int | None = _help("pairs per image kept for a training step (all seen first, then a "
                                         "seeded sample of the rest; null: all)", default=None)
     proposal: PairProposalConfig = _help("pair proposal (hoi_mllm.pairs.PairProposalConfig)",

@@ -123,7 +123,7 @@ def _check(summary: TargetsSummary, sample, props: PairSet, t, rule: TargetRule,
 def write_targets(annotations: str | Path, output: str | Path, split: str | None = None,
                   pairs: str = "ground-truth", matcher: MatcherConfig = MatcherConfig(),
                   pairs_config: PairsConfig | None = None, vocabulary=None, repair_boxes: bool = False,
-                  progress: bool = True) -> TargetsSummary:
+                  progress: bool = True, merge_duplicates: bool | None = None) -> TargetsSummary:
     """Write ``output/targets.jsonl`` and ``output/summary.json`` (atomically) and return the summary.
 
     Args:
@@ -133,6 +133,8 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
         pairs: ``ground-truth`` (the annotated boxes) or a detector spec ``NAME[:key=value,...]``.
         matcher: the matcher section (``targets`` selects the rule).
         pairs_config: the pairs section (proposal settings; ``source``/``detector`` are set from ``pairs``).
+        merge_duplicates: ``pairs.merge_duplicates`` (None: on with the ``union`` rule, off with
+            ``one-to-one``, so that the earlier rule is measured as it trained).
     Raises:
         ValueError: an unknown split or a bad detector spec (naming the allowed values).
     """
@@ -151,6 +153,8 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
         seen = vocab.seen_classes(split)  # an unknown split fails here, naming the allowed ones
         samples = filter_zero_shot(samples, vocab, split)[0]
     cfg = pairs_config or PairsConfig()
+    merge = (matcher.targets == "union") if merge_duplicates is None else bool(merge_duplicates)
+    cfg = replace(cfg, merge_duplicates=merge)
     if pairs == "ground-truth":
         cfg = replace(cfg, source="ground-truth", detector=None)
         detected = None
@@ -187,5 +191,6 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
     summary.seconds = time.perf_counter() - start
     atomic_write_json(out / "summary.json", {"annotations": str(annotations), "split": split, "pairs": pairs,
                                             "interactiveness": "taken as 1 for every proposal (no model)",
-                                            "max_train_pairs": "not applied", **summary.as_dict()})
+                                            "max_train_pairs": "not applied", "merge_duplicates": merge,
+                                            **summary.as_dict()})
     return summary

@@ -58,8 +58,13 @@ def test_targets_file_has_the_union_verbs_and_interactiveness(tmp_path):
     first = rows[0]["proposals"]
     assert set(first[0]) == {"human_box", "object_box", "object", "role", "verbs", "interactiveness"}
     cup = [p for p in first if p["object"] == "cup" and p["role"] == "seen"]
-    assert len(cup) == 4  # both person boxes x both cup boxes
+    assert len(cup) == 1  # the two rows' boxes merged into one person and one cup (DA-HOI merge_gt)
     assert all(p["verbs"] == sorted([verb("hold"), verb("drink_with")]) and p["interactiveness"] == 1 for p in cup)
+    every = write_targets(world(tmp_path), tmp_path / "rows", progress=False, merge_duplicates=False)
+    cup = [p for p in lines(tmp_path / "rows")[0]["proposals"] if p["object"] == "cup" and p["role"] == "seen"]
+    assert len(cup) == 4  # every row's boxes proposed: both person boxes x both cup boxes, each with both verbs
+    assert all(p["verbs"] == sorted([verb("hold"), verb("drink_with")]) for p in cup)
+    assert every.as_dict()["missing_verbs"] == 0
     idle = [p for p in first if p["human_box"] == H2 and p["object"] == "sports_ball"]
     assert idle[0]["role"] == "seen" and idle[0]["verbs"] == [verb("no_interaction")] and idle[0]["interactiveness"] == 0
     assert all(p["interactiveness"] is None for p in first if p["role"] == "ignored")
