@@ -117,7 +117,7 @@ def test_an_unknown_split_names_the_allowed_ones(tmp_path, capsys):
 @pytest.mark.skipif(not HICO_TEST.is_file(), reason="the real HICO-DET test file is not here")
 def test_real_hicodet_test_file_keeps_every_verb_and_mines_no_duplicate(tmp_path):
     s = write_targets(HICO_TEST, tmp_path / "hico", progress=False).as_dict()
-    assert s["images"] == 9658 and s["expected_verbs"] > 100_000
+    assert s["images"] == 9658 and s["expected_verbs"] > 25_000  # 29,808 labels on merged proposals (README)
     assert s["missing_verbs"] == 0 and s["potential_duplicates"] == 0 and s["potential_self_pairs"] == 0
 
 
