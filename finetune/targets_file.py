@@ -3,12 +3,12 @@
 For every image of an annotation file (after the zero-shot filter of ``split``, as
 :func:`hoi_mllm.finetune.data.load_training_data` applies it), the training pairs are proposed
 exactly as the trainer proposes them (:func:`hoi_mllm.finetune.data.training_detections` and
-:func:`hoi_mllm.pairs.propose_pairs`, from the annotated boxes or a detector's) and their targets
+:func:`hoi_mllm.finetune.step.training_proposals`, from the annotated boxes or a detector's) and their targets
 built by :func:`hoi_mllm.finetune.targets.build_targets`, the function the training step calls.
 Two things differ from a training step, both stated in the summary: there is no model, so every
 proposal's interactiveness is taken as 1 (stage two's top-k then picks its matches in proposal
 order: the most potential pairs the rule allows), and ``pairs.max_train_pairs`` (a per-step random
-subsample) is not applied.
+subsample) is not applied (``proposal.max_pairs`` is, seeded by the image's position).
 
 One JSON line per image::
 
@@ -142,7 +142,7 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
 
     from hoi_mllm.data import filter_zero_shot, read_annotations, resolve_vocabulary
     from hoi_mllm.finetune.data import cache_path, detector_detections, normalise_split, training_detections
-    from hoi_mllm.pairs import propose_pairs
+    from hoi_mllm.finetune.step import training_proposals
 
     start = time.perf_counter()
     samples, report = read_annotations(annotations, vocabulary, None, repair_boxes, progress=progress)
@@ -166,10 +166,10 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "targets.jsonl") as tmp, open(tmp, "w") as f:
-        for sample in tqdm(samples, desc="targets", unit="image", disable=not progress):
+        for index, sample in enumerate(tqdm(samples, desc="targets", unit="image", disable=not progress)):
             size = _image_size(sample)
-            found = propose_pairs(training_detections(cfg, sample, size, detected, vocab.name), vocab.human_object,
-                                  cfg.proposal)
+            found = training_proposals(training_detections(cfg, sample, size, detected, vocab.name), sample,
+                                       vocab.human_object, cfg, matcher.iou_threshold, [0, index])
             props = PairSet(torch.as_tensor(found.human_boxes).float().reshape(-1, 4),
                             torch.as_tensor(found.object_boxes).float().reshape(-1, 4),
                             torch.as_tensor(found.object_labels).long().reshape(-1),
