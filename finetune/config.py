@@ -37,7 +37,8 @@ ADAPTER_METHODS = ("lora", "full", "frozen")
 PAIR_SOURCES = ("ground-truth", "detector", "both")
 TEACHERS = ("likelihood", "clip", "ema", "none")
 VERB_LOSSES = ("focal", "bce")
-DISTILL_LOSSES = ("kl", "bce")
+DISTILL_LOSSES = ("eoid", "kl", "bce")
+TARGET_RULES = ("union", "one-to-one")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MISSING_CLASSES = ("skip", "zero")
@@ -157,6 +158,10 @@ class PairsConfig:
                             default=False)
     dedupe_iou: float = _help("both: drop a detected box overlapping a same-label annotated box at this IoU",
                               default=0.7)
+    merge_duplicates: bool = _help("ground-truth / both: propose pairs from the annotated instances merged as DA-HOI's "
+                                   "merge_gt does (class-wise NMS at IoU 0.5; a UPT file repeats each box, jittered, "
+                                   "once per verb row); false: from every annotated row's boxes (the earlier way)",
+                                   default=True)
     max_train_pairs: int | None = _help("pairs per image kept for a training step (all seen first, then a "
                                         "seeded sample of the rest; null: all)", default=None)
     proposal: PairProposalConfig = _help("pair proposal (hoi_mllm.pairs.PairProposalConfig)",
@@ -185,6 +190,14 @@ class MatcherConfig:
     top_k: int = _help("stage two: at most this many potential pairs per image (EoID: 3)", default=3)
     interactiveness_threshold: float = _help("stage two: potential only above this interactiveness (EoID: 0.5)",
                                              default=0.5)
+    targets: str = _help("union: DA-HOI's ground truth (duplicate instances merged, a proposal's verbs the union over "
+                         "every annotated pair it overlaps; finetune/targets.py); one-to-one: the earlier rule (each "
+                         "proposal the verbs of its single Hungarian partner), kept for the before/after comparison",
+                         default="union")
+    union_iou: float = _help("union: an annotated pair gives its verbs to every proposal of its object class whose "
+                             "min(IoU human, IoU object) with it reaches this (DA-HOI: 0.5)", default=0.5)
+    merge_iou: float = _help("union: class-wise NMS IoU merging duplicate annotated instances (DA-HOI merge_gt: 0.5)",
+                             default=0.5)
 
     def __post_init__(self):
         for name in ("cost_l1", "cost_giou", "cost_object", "cost_verb"):
@@ -192,6 +205,9 @@ class MatcherConfig:
         check_range(self.iou_threshold, "matcher.iou_threshold", 0, 1)
         check_range(self.top_k, "matcher.top_k", 0)
         check_range(self.interactiveness_threshold, "matcher.interactiveness_threshold", 0, 1)
+        check_choice(self.targets, TARGET_RULES, "matcher.targets")
+        check_range(self.union_iou, "matcher.union_iou", 0, 1, low_open=True)
+        check_range(self.merge_iou, "matcher.merge_iou", 0, 1, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -223,8 +239,12 @@ class LossConfig:
     focal_alpha: float = _help("focal loss alpha (weight of positives)", default=0.5)
     focal_gamma: float = _help("focal loss gamma", default=2.0)
     verb_weight: float = _help("weight of the verb loss", default=1.0)
-    distill: str = _help("kl (softmax over the candidates) | bce (teacher probabilities as targets)", default="kl")
-    distill_weight: float = _help("weight of the distillation loss on potential pairs", default=1.0)
+    distill: str = _help("eoid (EoID loss_verb_labels: on every matched pair, seen and potential, the teacher's "
+                         "probabilities become soft labels of the candidates that are not ground-truth positives, "
+                         "BCE summed over those slots / (pairs x vocabulary verbs)) | kl (softmax over the candidates, "
+                         "potential pairs only) | bce (teacher probabilities as targets, potential pairs only)",
+                         default="eoid")
+    distill_weight: float = _help("weight of the distillation loss (EoID: clip_loss_coef 700)", default=700.0)
     distill_temperature: float = _help("temperature of the student's softmax in kl distillation", default=1.0)
     interactiveness_weight: float = _help("weight of the interactiveness BCE (seen, potential = 1; none = 0)",
                                           default=1.0)

@@ -178,8 +178,14 @@ def detector_detections(config: PairsConfig, samples: list[HOISample], vocabular
 
 def training_detections(config: PairsConfig, sample: HOISample, image_size, detected: dict[str, Detections] | None,
                         vocabulary_name: str | None = None) -> Detections:
-    """The boxes pairs of one training image are proposed from (``pairs.source``)."""
+    """The boxes pairs of one training image are proposed from (``pairs.source``; annotated instances merged
+    by class-wise NMS when ``pairs.merge_duplicates``, :func:`hoi_mllm.finetune.targets.merge_instances`)."""
     annotated = annotated_detections(sample, image_size, vocabulary_name)
+    if config.merge_duplicates and len(annotated) > 1:
+        from hoi_mllm.finetune.targets import merge_instances
+
+        keep = np.flatnonzero(merge_instances(sample.boxes, sample.labels) == np.arange(len(sample.labels)))
+        annotated = annotated[keep]
     if config.source == "ground-truth":
         return annotated
     found = detected[sample.file_name] if detected is not None else None

@@ -7,9 +7,13 @@ text, as at inference). Which candidate slots a loss may touch is decided here, 
   the *seen* candidate slots only: a candidate whose class is unseen in the zero-shot split is
   neither a positive (no annotation of it survives the filter) nor a negative (it must not be
   pushed down because the annotation was removed), so its slot is masked out;
-* **distillation** on potential pairs over *all* candidate slots (the teacher's soft scores
-  carry what is known of unseen classes, from text and pixels, never from unseen labels);
-* **interactiveness** BCE on every proposal: 1 for seen and potential pairs, 0 for "no pair".
+* **distillation** (``loss.distill=eoid``, EoID): on seen and potential pairs, the teacher's soft
+  scores become the targets of the candidate slots that are not ground-truth positives (unseen ones
+  included: the scores carry what is known of unseen classes, from text and pixels, never from unseen
+  labels); ``kl`` / ``bce``: on potential pairs only, over all candidate slots;
+* **interactiveness** BCE, "interacts": 1 for interacting seen pairs and potential pairs, 0 for
+  pairs annotated only with the no-interaction verb and for "no pair"; stage-two matches not
+  selected as potential are left out (EoID's ``unknown_mask``; :mod:`~hoi_mllm.finetune.targets`).
 
 Shapes: ``P`` pairs (of a whole batch, concatenated), ``C`` candidate slots (``-1`` padded).
 """
@@ -124,15 +128,31 @@ def distillation_loss(logits: Tensor, teacher: Tensor, valid: Tensor, config: Lo
     return kl.sum(1).mean()
 
 
-def interactiveness_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """BCE with logits, mean over pairs: ``[P]``, ``[P]`` -> scalar (0 without pairs)."""
+def soft_label_loss(logits: Tensor, soft: Tensor, mask: Tensor, denominator: float) -> Tensor:
+    """EoID's soft-label term: BCE of ``sigmoid(logits)`` against ``soft`` summed over ``mask [P, C]``, divided
+    by ``denominator`` (EoID: the mean over every query and verb of the batch; here pairs x vocabulary verbs)."""
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    bce = F.binary_cross_entropy_with_logits(logits.float()[mask], soft.float()[mask].clamp(0, 1), reduction="sum")
+    return bce / max(float(denominator), 1.0)
+
+
+def interactiveness_loss(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """BCE with logits, mean over the ``mask [P]`` pairs (None: all): ``[P]``, ``[P]`` -> scalar (0 without pairs).
+
+    The mask is EoID's ``unknown_mask``: stage-two matches not selected as potential have no target."""
+    if mask is not None:
+        mask = mask.to(logits.device)
+        logits, targets = logits[mask], targets.to(logits.device)[mask]
     if logits.numel() == 0:
         return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
 
 
 def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_targets: Tensor,
-               seen_slots: Tensor, teacher: Tensor, valid: Tensor, config: LossConfig) -> LossTerms:
+               seen_slots: Tensor, teacher: Tensor, valid: Tensor, config: LossConfig,
+               interactiveness_targets: Tensor | None = None, interactiveness_mask: Tensor | None = None,
+               soft_slots: Tensor | None = None, verbs_per_pair: int = 1) -> LossTerms:
     """All loss terms of a batch.
 
     Args:
@@ -144,14 +164,33 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
         teacher: ``[P, C]`` teacher probabilities of potential pairs (rows of other pairs ignored; a
             potential pair whose row is all zero, e.g. without a teacher, has no distillation term).
         valid: ``[P, C]`` True at real candidate slots.
+        interactiveness_targets: ``[P]`` (None: 1 for seen and potential pairs, 0 for the rest).
+        interactiveness_mask: ``[P]`` False where the pair has no interactiveness term (None: every pair).
+        soft_slots: ``[P, C]`` slots that may take the teacher's soft labels (``loss.distill=eoid``; None: every
+            valid slot). verbs_per_pair: the vocabulary's verb count (``eoid``'s denominator, module doc).
+
+    ``loss.distill=eoid`` (EoID ``SetCriterionHOI.loss_verb_labels`` / ``_bce_focal_loss``): on every seen
+    and potential pair the teacher's probability becomes the target of each ``soft_slots`` slot that is
+    not a ground-truth positive (those stay 1); slots with a soft target > 0 leave the focal loss's
+    negatives and enter the soft BCE instead. The teacher rows are given for seen and potential pairs.
     """
     device = verb_logits.device
     role = role.to(device)
     seen, potential = role == 1, role == 2
-    v = verb_loss(verb_logits, verb_targets.to(device), seen[:, None] & seen_slots.to(device), config)
-    teacher = teacher.to(device)
-    taught = potential & (teacher.sum(1) > 0)  # [P]
-    d = distillation_loss(verb_logits, teacher, taught[:, None] & valid.to(device), config)
-    i = interactiveness_loss(interactiveness, (role > 0).float())
+    teacher, verb_targets, valid = teacher.to(device), verb_targets.to(device), valid.to(device)
+    hard = seen[:, None] & seen_slots.to(device)  # [P, C]
+    if config.distill == "eoid":
+        allowed = valid if soft_slots is None else valid & soft_slots.to(device)
+        positive = seen[:, None] & (verb_targets == 1)
+        soft_mask = (seen | potential)[:, None] & allowed & (teacher > 0) & ~positive  # [P, C]
+        v = verb_loss(verb_logits, verb_targets, hard & ~soft_mask, config)
+        d = soft_label_loss(verb_logits, teacher, soft_mask, role.numel() * verbs_per_pair)
+    else:
+        v = verb_loss(verb_logits, verb_targets, hard, config)
+        taught = potential & (teacher.sum(1) > 0)  # [P]
+        d = distillation_loss(verb_logits, teacher, taught[:, None] & valid, config)
+    if interactiveness_targets is None:
+        interactiveness_targets = ((role == 1) | (role == 2)).float()
+    i = interactiveness_loss(interactiveness, interactiveness_targets, interactiveness_mask)
     v, d, i = config.verb_weight * v, config.distill_weight * d, config.interactiveness_weight * i
     return LossTerms(v + d + i, v, d, i, int(seen.sum()), int(potential.sum()), int(role.numel()))

@@ -9,7 +9,10 @@ the threshold. Of the stage-two matches, those with interactiveness above the th
 ``top_k`` of them by interactiveness, become **potential** pairs; every other proposal is "no pair".
 
 All functions are pure, run under ``torch.no_grad`` and return index tensors; boxes are xyxy
-pixels, normalised by the image size inside the L1 cost.
+pixels, normalised by the image size inside the L1 cost. What the trainer builds from them is
+:mod:`hoi_mllm.finetune.targets`: by default stage one is replaced there by DA-HOI's many-to-one
+union rule and stage two (:func:`stage_two`) runs over the merged, de-duplicated combinations;
+:func:`two_stage_match` as a whole serves the earlier ``one-to-one`` rule.
 """
 from __future__ import annotations
 
@@ -162,20 +165,38 @@ def two_stage_match(proposals: PairSet, annotated: PairSet, combinations: PairSe
         seen_rows, seen_cols = assign(cost, pair_ious(proposals, annotated) >= costs.iou_threshold)
         role[seen_rows] = SEEN
     rest = torch.nonzero(role == NONE).flatten()  # [R] proposals still free
+    two_rows, two_cols, pot_rows, pot_cols = stage_two(proposals, rest, combinations, interactiveness, image_size,
+                                                       costs)
+    role[pot_rows] = POTENTIAL
+    return MatchResult(role, seen_rows, seen_cols, pot_rows, pot_cols, two_rows, two_cols)
+
+
+@torch.no_grad()
+def stage_two(proposals: PairSet, free: Tensor, combinations: PairSet, interactiveness: Tensor,
+              image_size: tuple[int, int], costs: MatcherConfig = MatcherConfig()) -> tuple[Tensor, ...]:
+    """EoID's second stage: the ``free [R]`` proposal rows matched one-to-one to ``combinations``.
+
+    Box and object costs only, the IoU gate of ``costs.iou_threshold``; of the matches, those with
+    interactiveness above ``costs.interactiveness_threshold``, at most ``costs.top_k`` by descending
+    interactiveness, are potential pairs.
+
+    Returns:
+        ``(matched_rows [M], matched_cols [M], potential_rows [K], potential_cols [K])`` int64: proposal
+        rows and combination rows of every gated match, then of the potential ones (``K <= top_k``).
+    """
+    empty = torch.zeros(0, dtype=torch.long)
     two_rows, two_cols = empty, empty
-    if len(combinations) and rest.numel():
-        free = PairSet(proposals.human_boxes[rest], proposals.object_boxes[rest], proposals.object_labels[rest],
-                       None if proposals.object_scores is None else proposals.object_scores[rest])
-        cost = box_cost(free, combinations, image_size, costs) + costs.cost_object * object_cost(free, combinations)
-        rows, two_cols = assign(cost, pair_ious(free, combinations) >= costs.iou_threshold)
-        two_rows = rest[rows]
+    if len(combinations) and free.numel():
+        sub = PairSet(proposals.human_boxes[free], proposals.object_boxes[free], proposals.object_labels[free],
+                      None if proposals.object_scores is None else proposals.object_scores[free])
+        cost = box_cost(sub, combinations, image_size, costs) + costs.cost_object * object_cost(sub, combinations)
+        rows, two_cols = assign(cost, pair_ious(sub, combinations) >= costs.iou_threshold)
+        two_rows = free[rows]
     inter = interactiveness.detach().float().cpu()
     score = inter[two_rows] if two_rows.numel() else torch.zeros(0)
     order = torch.sort(score, descending=True, stable=True).indices
     order = order[score[order] > costs.interactiveness_threshold][: costs.top_k]
-    pot_rows, pot_cols = two_rows[order], two_cols[order]
-    role[pot_rows] = POTENTIAL
-    return MatchResult(role, seen_rows, seen_cols, pot_rows, pot_cols, two_rows, two_cols)
+    return two_rows, two_cols, two_rows[order], two_cols[order]
 
 
 def unannotated_combinations(labels: np.ndarray, pair_human: np.ndarray, pair_object: np.ndarray,

@@ -7,8 +7,9 @@ Per image of a batch, read top to bottom:
    checkpointing works there), unseen phrases included, as at inference;
 3. under ``no_grad``, proposals are matched in two stages (:mod:`~hoi_mllm.finetune.matcher`)
    to the annotated pairs, then to the unannotated human-object combinations;
-4. seen pairs get the verb targets of their annotated pair, potential pairs the teacher's scores
-   on the matched combination's boxes, every pair an interactiveness target.
+4. targets follow :mod:`~hoi_mllm.finetune.targets` (``matcher.targets``; DA-HOI's union of the
+   verbs of every overlapping annotated pair by default); potential pairs get the teacher's scores
+   on the matched combination's boxes; every pair but the ignored ones an interactiveness target.
 
 The batch's pairs are then concatenated and :func:`~hoi_mllm.finetune.losses.hoi_losses` computes
 the terms once. The module wraps the recogniser so that ``accelerate.prepare`` (DDP) sees one
@@ -25,7 +26,8 @@ from torch import Tensor, nn
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import LossConfig, MatcherConfig, PairsConfig
 from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses
-from hoi_mllm.finetune.matcher import PairSet, two_stage_match, unannotated_combinations
+from hoi_mllm.finetune.matcher import PairSet, pair_ious
+from hoi_mllm.finetune.targets import SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
 from hoi_mllm.models.matching import RecognitionOutput
 from hoi_mllm.models.recogniser import HOIRecogniser
@@ -47,19 +49,11 @@ class TrainItem:
 class ImageTargets:
     """Targets of the ``P`` proposals of one image (CPU tensors)."""
 
-    role: Tensor           # [P] 0 none, 1 seen, 2 potential
-    verb_targets: Tensor   # [P, C]
-    teacher: Tensor        # [P, C]
-
-
-def annotated_pairs(sample: HOISample, num_verbs: int) -> tuple[PairSet, np.ndarray]:
-    """The sample's annotated pairs that have an object, as a :class:`PairSet` (verbs multi-hot ``[G, V]``),
-    and their rows in the sample."""
-    rows = np.flatnonzero(sample.pair_object >= 0)
-    boxes = torch.as_tensor(sample.boxes).float()
-    h, o = torch.as_tensor(sample.pair_human[rows]), torch.as_tensor(sample.pair_object[rows])
-    verbs = torch.as_tensor(sample.verb_matrix(num_verbs)[rows])
-    return PairSet(boxes[h], boxes[o], torch.as_tensor(sample.labels)[o], torch.ones(len(rows)), verbs), rows
+    role: Tensor             # [P] 0 none, 1 seen, 2 potential, 3 ignored (finetune/targets.py)
+    verb_targets: Tensor     # [P, C]
+    teacher: Tensor          # [P, C]
+    interactiveness: Tensor  # [P] target
+    interactiveness_mask: Tensor  # [P] False: no interactiveness loss
 
 
 def verb_probabilities(output: RecognitionOutput, class_verbs: Tensor, num_verbs: int, slots: Tensor) -> Tensor:
@@ -68,6 +62,34 @@ def verb_probabilities(output: RecognitionOutput, class_verbs: Tensor, num_verbs
     scores = (output.verb_scores.detach().float().cpu() * slots).clamp(0, 1)  # [P, C]
     verbs = class_verbs[output.candidates.clamp(min=0).cpu()]  # [P, C]
     return probs.scatter_reduce(1, verbs, scores, reduce="amax")
+
+
+def training_proposals(detections: Detections, sample: HOISample, human_label: int, config: PairsConfig,
+                       iou: float, seed, max_train_pairs: int | None = None) -> Pairs:
+    """The pairs one training image trains on.
+
+    Every pair :func:`~hoi_mllm.pairs.propose_pairs` makes from ``detections`` (``proposal.max_pairs``
+    lifted), then, where more than the cap (the smaller of ``proposal.max_pairs`` and
+    ``max_train_pairs``), the pairs overlapping an annotated pair (both IoUs >= ``iou``) first and the
+    rest after, each group in an order seeded by ``seed``. Capping by detector score alone dropped
+    annotated pairs of crowded images before matching (HICO-DET test: 11 % of the triplets with the
+    default ``max_pairs`` 64).
+    """
+    from dataclasses import replace
+
+    pairs = propose_pairs(detections, human_label, replace(config.proposal, max_pairs=None))
+    caps = [c for c in (config.proposal.max_pairs, max_train_pairs) if c is not None]
+    cap = min(caps) if caps else None
+    if cap is None or len(pairs) <= cap:
+        return pairs
+    annotated, _ = annotated_pairs(sample)
+    props = PairSet(torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
+                    torch.as_tensor(pairs.object_labels))
+    near = (pair_ious(props, annotated) >= iou).any(1) if len(annotated) else torch.zeros(len(pairs), dtype=torch.bool)
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(near.numpy())),
+                            rng.permutation(np.flatnonzero(~near.numpy()))])[:cap]
+    return pairs[np.sort(order)]
 
 
 class TrainingStep(nn.Module):
@@ -79,10 +101,13 @@ class TrainingStep(nn.Module):
         pairs, matcher, loss: config sections.
         teacher: soft targets of potential pairs (kept outside the module tree).
         seed: seed of the per-image pair subsampling (``pairs.max_train_pairs``).
+        distill_classes: classes whose slots take the teacher's soft labels under ``loss.distill=eoid``
+            (:func:`~hoi_mllm.finetune.targets.soft_label_classes`; None: every class but no-interaction).
     """
 
     def __init__(self, recogniser: HOIRecogniser, seen_classes: frozenset[int], pairs: PairsConfig,
-                 matcher: MatcherConfig, loss: LossConfig, teacher: Teacher, seed: int = 0):
+                 matcher: MatcherConfig, loss: LossConfig, teacher: Teacher, seed: int = 0,
+                 distill_classes: frozenset[int] | None = None):
         super().__init__()
         self.recogniser = recogniser
         self.vocabulary = recogniser.vocabulary
@@ -93,58 +118,47 @@ class TrainingStep(nn.Module):
         self.class_verbs = torch.as_tensor(self.vocabulary.class_verbs)
         self.everything = frozenset(range(self.vocabulary.num_classes))
         self.last_images: list[str] = []
+        self.rule = TargetRule.of(self.vocabulary, self.seen_classes, pairs.proposal.human_human)
+        self.distill_classes = soft_label_classes(self.vocabulary) if distill_classes is None else distill_classes
 
     @property
     def teacher(self) -> Teacher:
         return self._teacher[0]
 
     def proposals(self, item: TrainItem, step_seed: int) -> Pairs:
-        """Proposed pairs of an image, capped at ``pairs.max_train_pairs`` (gated seen-able pairs first)."""
-        pairs = propose_pairs(item.detections, self.vocabulary.human_object, self.pairs_config.proposal)
-        cap = self.pairs_config.max_train_pairs
-        if cap is None or len(pairs) <= cap:
-            return pairs
-        annotated, _ = annotated_pairs(item.sample, self.vocabulary.num_verbs)
-        from hoi_mllm.finetune.matcher import pair_ious
-
-        props = PairSet(torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
-                        torch.as_tensor(pairs.object_labels))
-        near = (pair_ious(props, annotated) >= self.matcher_config.iou_threshold).any(1) if len(annotated) else \
-            torch.zeros(len(pairs), dtype=torch.bool)
-        rng = np.random.default_rng([self.seed, step_seed, item.index])
-        order = np.concatenate([rng.permutation(np.flatnonzero(near.numpy())),
-                                rng.permutation(np.flatnonzero(~near.numpy()))])[:cap]
-        return pairs[np.sort(order)]
+        """Proposed pairs of an image (:func:`training_proposals`), seeded by ``(seed, step_seed, image)``."""
+        return training_proposals(item.detections, item.sample, self.vocabulary.human_object, self.pairs_config,
+                                  self.matcher_config.iou_threshold, [self.seed, step_seed, item.index],
+                                  self.pairs_config.max_train_pairs)
 
     def image_targets(self, item: TrainItem, pairs: Pairs, output: RecognitionOutput) -> ImageTargets:
-        """Match the proposals of one image and build their targets (no gradients)."""
-        vocab, cfg = self.vocabulary, self.matcher_config
-        sample = item.sample
+        """Targets of the proposals of one image (no gradients): :func:`~hoi_mllm.finetune.targets.build_targets`
+        on the model's interactiveness and verb probabilities, then the teacher on the potential pairs."""
+        vocab = self.vocabulary
         cands = output.candidates.cpu()
         seen_slots = candidate_mask(cands, self.seen_classes)
-        annotated, rows = annotated_pairs(sample, vocab.num_verbs)
-        ch, co = unannotated_combinations(np.asarray(sample.labels), sample.pair_human, sample.pair_object,
-                                          vocab.human_object, self.pairs_config.proposal.human_human)
-        boxes = torch.as_tensor(sample.boxes).float()
-        combos = PairSet(boxes[torch.as_tensor(ch)], boxes[torch.as_tensor(co)], torch.as_tensor(sample.labels)[torch.as_tensor(co)])
         inter = torch.sigmoid(output.interactiveness.detach().float().cpu())
         props = PairSet(torch.as_tensor(pairs.human_boxes).float(), torch.as_tensor(pairs.object_boxes).float(),
                         torch.as_tensor(pairs.object_labels).long(), torch.as_tensor(pairs.object_scores).float(),
                         verb_probabilities(output, self.class_verbs, vocab.num_verbs, seen_slots))
-        match = two_stage_match(props, annotated, combos, inter, pairs.image_size, cfg)
-        positives: list[list[int]] = [[] for _ in range(len(pairs))]
-        for p, g in zip(match.seen_proposal.tolist(), match.seen_target.tolist()):
-            positives[p] = [c for c in sample.pair_classes[rows[g]] if c in self.seen_classes]
-        verb_targets = candidate_targets(cands, positives)
+        t = build_targets(item.sample, props, inter, pairs.image_size, self.rule, self.matcher_config)
+        verb_targets = candidate_targets(cands, t.positives)
         teacher = torch.zeros(cands.shape)
-        if match.potential_proposal.numel():
-            u = match.potential_target
-            keys = [(sample.file_name, int(ch[k]), int(co[k])) for k in u.tolist()]
-            t_cands, t_probs = self.teacher(item.image, make_pairs(combos.human_boxes[u], combos.object_boxes[u],
-                                                                   combos.object_labels[u], pairs.image_size), keys)
+        rows, hb, ob, lab = t.potential_proposal, t.potential_human_boxes, t.potential_object_boxes, t.potential_labels
+        keys = [(item.sample.file_name, int(h), int(o)) for h, o in t.potential_instances.tolist()]
+        if self.loss_config.distill == "eoid":  # EoID: every matched pair, seen ones on their own boxes
+            seen = torch.nonzero(t.role == SEEN).flatten()
+            rows = torch.cat([seen, rows])
+            hb = torch.cat([props.human_boxes[seen], hb])
+            ob = torch.cat([props.object_boxes[seen], ob])
+            lab = torch.cat([props.object_labels[seen], lab])
+            keys = [(item.sample.file_name, tuple(round(float(v), 1) for v in (*h, *o)))
+                    for h, o in zip(props.human_boxes[seen].tolist(), props.object_boxes[seen].tolist())] + keys
+        if rows.numel():
+            t_cands, t_probs = self.teacher(item.image, make_pairs(hb, ob, lab, pairs.image_size), keys)
             if t_cands.numel():
-                teacher[match.potential_proposal] = align_scores(cands[match.potential_proposal], t_cands, t_probs)
-        return ImageTargets(match.role, verb_targets, teacher)
+                teacher[rows] = align_scores(cands[rows], t_cands, t_probs)
+        return ImageTargets(t.role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
 
     def forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
         outputs, targets = [], []
@@ -170,5 +184,8 @@ class TrainingStep(nn.Module):
         verb_targets = torch.cat([pad(t.verb_targets) for t in targets])
         teacher = torch.cat([pad(t.teacher) for t in targets])
         cands = out.candidates.cpu()
+        inter = torch.cat([t.interactiveness for t in targets])
+        inter_mask = torch.cat([t.interactiveness_mask for t in targets])
         return hoi_losses(out.verb_logits, out.interactiveness, role, verb_targets,
-                          candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config)
+                          candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config,
+                          inter, inter_mask, candidate_mask(cands, self.distill_classes), self.vocabulary.num_verbs)

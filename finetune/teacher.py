@@ -45,6 +45,29 @@ def make_pairs(human_boxes: Tensor, object_boxes: Tensor, object_labels: Tensor,
                  ones, ones.clone(), torch.as_tensor(object_labels).long(), tuple(image_size))
 
 
+def interaction_slots(candidates: Tensor, vocabulary) -> Tensor:
+    """``[K, C]`` True at real candidate slots whose verb is not the vocabulary's no-interaction verb."""
+    valid = candidates >= 0
+    no_int = vocabulary.no_interaction_verb
+    if no_int is None:
+        return valid
+    verbs = torch.as_tensor(vocabulary.class_verbs)[candidates.clamp(min=0)]
+    return valid & (verbs != no_int)
+
+
+def pad_to_square(image, fill=(0, 0, 0)):
+    """The PIL image centred on a square canvas of its longer side (EoID ``expand2square``, black padding)."""
+    from PIL import Image
+
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
 class Teacher:
     """Base class: ``teacher(image, pairs, keys) -> (candidates [K, C], probabilities [K, C])``.
 
@@ -169,7 +192,8 @@ def _disabled(adapters: list):
 
 
 class LikelihoodTeacher(Teacher):
-    """The frozen base MLLM in training-free mode (softmax over a pair's candidates, temperature ``T``).
+    """The frozen base MLLM in training-free mode (softmax over a pair's candidates, temperature ``T``,
+    renormalised without the no-interaction candidate, as EoID's teacher leaves it out).
 
     ``backbone`` is a separately loaded base (frozen here), or ``view`` the student's backbone seen as
     its base (:class:`FrozenBaseView`; the student's weights are left as they are).
@@ -193,11 +217,17 @@ class LikelihoodTeacher(Teacher):
     def score(self, image, pairs: Pairs) -> tuple[Tensor, Tensor]:
         with self.view.active() if self.view is not None else nullcontext():
             out = self.scorer.recognise(image, pairs, allowed_classes=self.everything)
-        return out.candidates.cpu(), out.verb_scores.float().cpu()
+        cands = out.candidates.cpu()
+        probs = out.verb_scores.float().cpu() * interaction_slots(cands, self.vocabulary)
+        return cands, probs / probs.sum(1, keepdim=True).clamp(min=1e-12)
 
 
 class CLIPTeacher(Teacher):
     """CLIP on the pair's union crop against one text per candidate class (EoID).
+
+    As EoID's ``loss_verb_labels``: the union crop is padded to a square (black, ``expand2square``)
+    before CLIP's processor, so its resize and centre crop keep the whole crop; the softmax runs over
+    the object's classes without the no-interaction class (EoID's ``nointer_mask``).
 
     Args:
         model: a transformers ``CLIPModel``; processor: its ``CLIPProcessor`` (image processor + tokenizer).
@@ -243,12 +273,12 @@ class CLIPTeacher(Teacher):
         for x1, y1, x2, y2 in union.tolist():
             x1, y1 = max(0, int(x1)), max(0, int(y1))
             x2, y2 = min(w, max(x1 + 1, int(round(x2)))), min(h, max(y1 + 1, int(round(y2))))
-            crops.append(pil.crop((x1, y1, x2, y2)))
+            crops.append(pad_to_square(pil.crop((x1, y1, x2, y2))))
         pixels = self.processor.image_processor(images=crops, return_tensors="pt")["pixel_values"].to(self.device)
         image_feats = torch.nn.functional.normalize(self.model.get_image_features(pixels).pooler_output.float(), dim=-1)
         logits = self.model.logit_scale.exp().float() * image_feats @ self.text_features().T  # [K, num_classes]
         cands = pad_candidates([self.vocabulary.classes_for_object(int(o)) for o in torch.as_tensor(pairs.object_labels)])
-        valid = cands >= 0
+        valid = interaction_slots(cands, self.vocabulary)
         picked = torch.gather(logits.cpu(), 1, cands.clamp(min=0)) / self.temperature  # [K, C]
         probs = torch.softmax(picked.masked_fill(~valid, float("-inf")), dim=1)
         return cands, torch.nan_to_num(probs, nan=0.0) * valid

@@ -49,6 +49,7 @@ from hoi_mllm.finetune.data import BatchStream, TrainingData, cache_path, detect
 from hoi_mllm.finetune.model import base_fingerprint, base_loader, build_student, parameter_counts, trainable_state
 from hoi_mllm.finetune.monitor import LOSS_KEYS, RunMonitor
 from hoi_mllm.finetune.step import TrainingStep, TrainItem
+from hoi_mllm.finetune.targets import soft_label_classes
 from hoi_mllm.finetune.teacher import build_teacher, shares_base
 from hoi_mllm.io import atomic_write_json, atomic_write_text
 
@@ -264,7 +265,7 @@ class Trainer:
         load_base = base_loader(cfg.model, vocab, accelerator.device)
         teacher = build_teacher(cfg.teacher, vocab, recogniser, load_base, share_base=shares_base(cfg))
         step_module = TrainingStep(recogniser, vocab.seen_classes(data.split), cfg.pairs, cfg.matcher, cfg.loss,
-                                   teacher, cfg.train.seed)
+                                   teacher, cfg.train.seed, soft_label_classes(vocab, data.split))
         optimizer, scheduler = make_optimizer(recogniser, cfg.optim, cfg.train.steps)
         if accelerator.distributed_type == "DEEPSPEED":
             fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, cfg)

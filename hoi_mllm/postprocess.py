@@ -3,6 +3,14 @@
 Triplet score = ``verb^a x human^b x object^c x interactiveness^d``: the candidate's verb score
 (probability), the detector's human and object scores, and the sigmoid of the recogniser's
 interactiveness logit (taken as 1 when the recogniser has none, e.g. the training-free mode).
+
+**No-interaction classes.** Interactiveness is trained as "interacts" (DA-HOI and EoID: a pair
+annotated only with the no-interaction verb has target 0; ``finetune/targets.py``), so for a
+candidate whose verb is the vocabulary's no-interaction verb (HICO-DET's 80 ``no_interaction``
+classes of the 600) the factor is ``(1 - sigmoid(interactiveness))^d``: the pairs the model says do
+not interact are the ones that should rank first there. Multiplying by the interactiveness itself
+would rank them last, under the very pairs that interact. ``no_interaction="same"`` keeps the
+earlier factor.
 The top-K triplets per image (default 100) are kept, in original-image pixels (the pairs' boxes).
 
 **V-COCO role-less triplets.** ``vsrl_eval`` credits a person who does a two-role action with no
@@ -47,6 +55,9 @@ class PostprocessConfig:
     interactiveness_exponent: float = field(default=1.0, metadata={"help": "exponent d of the interactiveness"})
     top_k: int | None = field(default=100, metadata={"help": "triplets kept per image"})
     min_score: float = field(default=0.0, metadata={"help": "drop triplets below this score"})
+    no_interaction: str = field(default="complement", metadata={
+        "help": "factor of the no-interaction candidates: complement (1 - interactiveness, the default: "
+                "interactiveness means 'interacts') or same (interactiveness, as for every other candidate)"})
     role_less: bool = field(default=True, metadata={
         "help": "V-COCO (actions with several roles): add per human and role a triplet with an empty role box, "
                 "scored max(other roles) x (1 - max(this role)) over the human's pairs (vsrl_eval Scenario 1)"})
@@ -55,27 +66,36 @@ class PostprocessConfig:
         for name in ("verb_exponent", "human_exponent", "object_exponent", "interactiveness_exponent"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PostprocessConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.no_interaction not in ("complement", "same"):
+            raise ValueError(f"PostprocessConfig.no_interaction must be one of complement, same; got {self.no_interaction!r}")
         if self.top_k is not None and int(self.top_k) < 1:
             raise ValueError(f"PostprocessConfig.top_k must be >= 1 or None, got {self.top_k}")
 
 
 def triplet_scores(verb_scores: Tensor, human_scores: Tensor, object_scores: Tensor,
-                   interactiveness: Tensor | None, config: PostprocessConfig = PostprocessConfig()) -> Tensor:
-    """``verb^a x human^b x object^c x sigmoid(interactiveness)^d``.
+                   interactiveness: Tensor | None, config: PostprocessConfig = PostprocessConfig(),
+                   no_interaction: Tensor | None = None) -> Tensor:
+    """``verb^a x human^b x object^c x sigmoid(interactiveness)^d`` (``1 - sigmoid`` at no-interaction slots).
 
     Args:
         verb_scores: ``[P, C]`` probabilities.
         human_scores, object_scores: ``[P]`` detector scores in ``[0, 1]``.
         interactiveness: ``[P]`` logits, or ``None`` (factor 1).
+        no_interaction: ``[P, C]`` bool, True at candidates of the no-interaction verb (None: none);
+            used when ``config.no_interaction`` is ``complement`` (module docstring).
     Returns:
         ``[P, C]`` float32 scores in ``[0, 1]``.
     """
     s = verb_scores.float().clamp(0, 1) ** config.verb_exponent  # [P, C]
     pair = (human_scores.float().clamp(0, 1) ** config.human_exponent
             * object_scores.float().clamp(0, 1) ** config.object_exponent)  # [P]
-    if interactiveness is not None:
-        pair = pair * torch.sigmoid(interactiveness.float()) ** config.interactiveness_exponent
-    return s * pair[:, None]
+    if interactiveness is None:
+        return s * pair[:, None]
+    p_inter = torch.sigmoid(interactiveness.float())  # [P]
+    factor = (p_inter ** config.interactiveness_exponent)[:, None].expand_as(s)  # [P, C]
+    if no_interaction is not None and config.no_interaction == "complement":
+        factor = torch.where(no_interaction, ((1 - p_inter) ** config.interactiveness_exponent)[:, None], factor)
+    return s * pair[:, None] * factor
 
 
 def role_less_triplets(human_index: Tensor, scores: Tensor, verbs: Tensor, vocabulary) -> tuple[np.ndarray, ...]:
@@ -130,9 +150,13 @@ def to_triplets(pairs: Pairs, output: RecognitionOutput, vocabulary, config: Pos
     if len(pairs) == 0 or output.candidates.numel() == 0:
         return HOITriplets.empty(file_name, size)
     inter = None if output.interactiveness is None else output.interactiveness.detach().cpu()
-    scores = triplet_scores(output.verb_scores.detach().cpu(), torch.as_tensor(pairs.human_scores),
-                            torch.as_tensor(pairs.object_scores), inter, config)  # [P, C]
     cands = output.candidates.cpu()
+    no_int = None
+    if getattr(vocabulary, "no_interaction_verb", None) is not None:
+        no_int = (cands >= 0) & torch.as_tensor(vocabulary.class_verbs[np.maximum(cands.numpy(), 0)]
+                                                == vocabulary.no_interaction_verb)
+    scores = triplet_scores(output.verb_scores.detach().cpu(), torch.as_tensor(pairs.human_scores),
+                            torch.as_tensor(pairs.object_scores), inter, config, no_int)  # [P, C]
     keep = (cands >= 0) & (scores >= config.min_score)  # [P, C]
     p, c = keep.nonzero(as_tuple=True)  # row-major: pair order, then candidate order
     classes = cands[p, c].numpy()

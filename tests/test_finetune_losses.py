@@ -59,7 +59,7 @@ def test_distillation_on_potential_pairs_over_all_candidates():
     role = torch.tensor([2, 0, 2])  # potential, none, potential (the last has no teacher row)
     teacher = torch.tensor([[0.1, 0.2, 0.7, 0.0], [0.5, 0.5, 0, 0], [0, 0, 0, 0]])
     terms = hoi_losses(logits, torch.zeros(3), role, torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.bool),
-                       teacher, CANDS >= 0, LossConfig(distill="kl"))
+                       teacher, CANDS >= 0, LossConfig(distill="kl", distill_weight=1.0))
     terms.total.backward()
     g = logits.grad
     assert g[0, 2] != 0  # the unseen class 7 is distilled (text and teacher only, no label)

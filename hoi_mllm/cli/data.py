@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                         "physical pair; default 0.7, as GEN-VLKT's merged boxes; 0 turns it off)")
     s.add_argument("--json", action="store_true", help="print the counts as JSON")
     s.set_defaults(func=run)
+    from hoi_mllm.cli import data_targets
+
+    data_targets.add_parser(actions)
 
 
 def stats(args) -> dict:

@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clutter", action="store_true", help="background clutter shapes and more distractor objects")
     p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"],
                    help="image files: png (lossless, default) or jpg (quality 95)")
+    p.add_argument("--habits", default="clean", choices=["clean", "hico"],
+                   help="annotation habits: clean (exact boxes) or hico (every verb row its own jittered boxes and "
+                        "crowded scenes, as HICO-DET's files; the demo's default)")
     p.add_argument("--workers", type=int, default=None, help="processes drawing images (default: all CPUs)")
     p.add_argument("--force", action="store_true", help="replace a different world (or other files) in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -36,7 +39,7 @@ def run(args) -> int:
     test = args.test_images if args.test_images is not None else max(1, args.images // 4)
     info = generate_world(args.output, args.images, test, args.seed, image_size=args.image_size,
                           occlusion=args.occlusion, clutter=args.clutter, progress=not args.quiet, force=args.force,
-                          image_format=args.image_format, workers=args.workers)
+                          image_format=args.image_format, workers=args.workers, habits=args.habits)
     if args.json:
         print(json.dumps(info.to_dict(), indent=1))
         return 0

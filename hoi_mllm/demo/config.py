@@ -66,6 +66,9 @@ class DemoConfig:
     test_images: int = _help("synthetic test images (evaluation only; nothing is tuned on them)", default=300)
     image_size: int = _help("side of the square synthetic images in pixels", default=256)
     split: str = _help("zero-shot split of the world (unseen verb-object combinations)", default="uc_a")
+    habits: str = _help("annotation habits of the world: hico (every verb row its own jittered boxes, crowded "
+                        "scenes, as HICO-DET's files; hoi_mllm.data.synthetic.HABITS) or clean (exact boxes)",
+                        default="hico")
     yolo: YOLOTrainConfig = _help("the detector trained on the world", default_factory=YOLOTrainConfig)
     recipe: str = _help("fine-tuning recipe (built-in name or YAML file)", default="synthetic")
     finetune: dict = _help("overrides of the recipe, as nested keys (finetune.train.steps=3)", default_factory=dict)
@@ -74,9 +77,11 @@ class DemoConfig:
     missing_classes: str = _help("classes without test ground truth: skip (out of the means) or zero", default="skip")
     gallery: int = _help("test images drawn in the report's gallery", default=8)
     time_aim_s: float = _help("aim for the whole demo's wall time, seconds", default=900.0)
-    threads: int | None = _help("torch CPU threads for every stage (None: one less than the usable CPUs, at "
-                                "least one: on a shared 2-core machine a second thread made training 5x slower)",
-                                default=None)
+    threads: int | None = _help("torch CPU threads for every stage. 1 by default so that a run's numbers do not "
+                                "depend on the machine: float sums split over threads round differently, and "
+                                "training amplifies that. None: one less than the usable CPUs (faster on a "
+                                "large machine, other numbers; on a shared 2-core machine a second thread made "
+                                "training 5x slower)", default=1)
 
     def __post_init__(self):
         for key, low in (("train_images", 2), ("test_images", 1), ("gallery", 0)):
@@ -86,6 +91,8 @@ class DemoConfig:
         if self.yolo.val_images >= self.train_images:
             raise ConfigError(f"config key 'yolo.val_images' ({self.yolo.val_images}) must be below train_images "
                               f"({self.train_images}): the YOLO validation images are held out of the training images")
+        if self.habits not in ("clean", "hico"):
+            raise ConfigError(f"config key 'habits': {self.habits!r} not allowed; allowed: clean, hico")
         if self.missing_classes not in ("skip", "zero"):
             raise ConfigError(f"config key 'missing_classes': {self.missing_classes!r} not allowed; allowed: skip, zero")
 

@@ -123,7 +123,7 @@ class Demo:
     def world(self) -> StageRecord:
         c = self.config
         params = {"seed": c.seed, "train_images": c.train_images, "test_images": c.test_images,
-                  "image_size": c.image_size, "split": c.split}
+                  "image_size": c.image_size, "split": c.split, "habits": c.habits}
 
         def fn(resume: bool):
             from hoi_mllm.data.synthetic import generate_world
@@ -131,7 +131,7 @@ class Demo:
 
             check_disk_space(self.root, world_bytes(c.train_images + c.test_images, c.image_size) + MARGIN_BYTES)
             info = generate_world(self.root / "world", c.train_images, c.test_images, c.seed,
-                                  image_size=c.image_size, progress=self.progress, force=True)
+                                  image_size=c.image_size, progress=self.progress, force=True, habits=c.habits)
             vocab = load_vocabulary(info.vocabulary)
             split = vocab.split(c.split)  # an unknown split: a ValueError naming the allowed ones
             unseen = [vocab.class_name(k) for k in sorted(split.unseen)]

@@ -92,6 +92,8 @@ def write_yolo_dataset(samples: Sequence[HOISample], names: Sequence[str], folde
         names: the object names, by object id (the vocabulary's objects).
         val_images: how many of them are held out for validation.
     """
+    from hoi_mllm.finetune.targets import merge_instances
+
     folder = Path(folder)
     val = set(held_out(len(samples), val_images, seed).tolist())
     lists: dict[str, list[str]] = {"train": [], "val": []}
@@ -101,7 +103,10 @@ def write_yolo_dataset(samples: Sequence[HOISample], names: Sequence[str], folde
             raise ValueError(f"{s.file_name}: the annotation gives no image size (needed for normalised labels)")
         image = folder / "images" / part / Path(s.file_name).name
         _link(s.path, image)
-        rows = yolo_label_rows(s.boxes, s.labels, s.image_size)
+        # one label per physical instance: the rows of a HICO-habits world repeat each box, jittered
+        # (merged as the trainer merges them, class-wise NMS 0.5; exact boxes are untouched)
+        keep = np.flatnonzero(merge_instances(s.boxes, s.labels) == np.arange(len(s.labels)))
+        rows = yolo_label_rows(s.boxes[keep], s.labels[keep], s.image_size)
         atomic_write_text(folder / "labels" / part / (image.stem + ".txt"), format_label_rows(rows))
         lists[part].append(str(image.absolute()))
     data = {"path": str(folder.absolute()), "train": "images/train", "val": "images/val",
