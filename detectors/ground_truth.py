@@ -1,7 +1,10 @@
 """``ground-truth``: the annotated boxes of each image, score 1 (the oracle setting of HOI papers).
 
-The detections of an image are its sample's distinct annotated instances (``HOISample.boxes`` and
-``labels``), found by file name (see :class:`~hoi_mllm.detectors.base.FileIndex`). Build it from an
+The detections of an image are its sample's annotated instances (``HOISample.boxes`` and
+``labels``), with the duplicate rows of one physical box merged (``merge_iou``, default 0.5: class-wise
+NMS as DA-HOI's ``merge_gt``; UPT-format HICO-DET files give every verb of a pair its own, slightly
+different boxes, and unmerged they would pair into duplicate predictions that the evaluator counts
+as false positives; ``merge_iou=none`` keeps every row), found by file name (see :class:`~hoi_mllm.detectors.base.FileIndex`). Build it from an
 annotation file in any format the dataset loaders read (``annotations=PATH``) or from samples
 already loaded (:meth:`GroundTruthDetector.from_samples`).
 """
@@ -21,6 +24,32 @@ from hoi_mllm.prompts import Vocabulary
 from hoi_mllm.records import Detections
 
 log = logging.getLogger(__name__)
+
+MERGE_IOU = 0.5  # DA-HOI merge_gt
+
+
+def instance_detections(sample: HOISample, image_size, vocabulary_name: str | None = None,
+                        merge_iou: float | None = MERGE_IOU) -> Detections:
+    """The annotated instances of a sample as detections (score 1), duplicates merged at ``merge_iou``
+    (:func:`hoi_mllm.boxes.merge_instances`; ``None``: every instance)."""
+    from hoi_mllm.boxes import merge_instances
+
+    boxes, labels = np.asarray(sample.boxes).reshape(-1, 4), np.asarray(sample.labels).reshape(-1)
+    if merge_iou is not None and len(labels) > 1:
+        keep = np.flatnonzero(merge_instances(boxes, labels, merge_iou) == np.arange(len(labels)))
+        boxes, labels = boxes[keep], labels[keep]
+    return Detections.create(boxes, np.ones(len(labels)), labels, image_size, vocabulary_name)
+
+
+def check_merge_iou(value, what: str) -> float | None:
+    """``merge_iou`` as a number in (0, 1] or ``None``; else an error naming the allowed values."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "off", "")):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{what} option merge_iou={value!r}: must be a number in (0, 1], or none to keep "
+                         "every annotated row")
+    return float(value)
+
 
 NO_FILTER = {"score_threshold": 0.0, "nms_iou": None, "max_humans": None, "max_objects": None}
 
@@ -53,11 +82,14 @@ class GroundTruthDetector(Detector):
         vocabulary: the labels' vocabulary; ``None``: the annotation file's, as the data loaders
             resolve it (a ``vocabulary.json`` beside the file, as the synthetic world has, else the
             format's built-in one), or ``hico-det`` for a list of samples.
+        merge_iou: duplicate rows of one instance (same label, IoU above this) become one box, as
+            DA-HOI's ``merge_gt`` does; ``None`` keeps every annotated row.
     """
 
     default_options = NO_FILTER
 
     def __init__(self, annotations: str | Path | Sequence[HOISample] | None = None, *,
+                 merge_iou: float | None = MERGE_IOU,
                  vocabulary: str | Vocabulary | None = "hico-det", options: DetectorOptions | None = None):
         if annotations is None:
             raise ValueError(f"the {self.name or 'ground-truth'} detector needs annotations=PATH "
@@ -71,6 +103,7 @@ class GroundTruthDetector(Detector):
         else:
             what, samples = "the given annotations", list(annotations)
         super().__init__(vocabulary, options)
+        self.merge_iou = check_merge_iou(merge_iou, self.name or "ground-truth")
         self.index = index_samples(samples, self.vocabulary, what)
 
     @classmethod
@@ -80,9 +113,8 @@ class GroundTruthDetector(Detector):
         return cls(list(samples), vocabulary=vocabulary, options=options, **kwargs)
 
     def sample_detections(self, sample: HOISample, image: Image.Image) -> Detections:
-        """The detections of one matched sample: its instances, score 1."""
-        n = len(sample.labels)
-        return Detections.create(sample.boxes, np.ones(n), sample.labels, image.size, self.vocabulary.name)
+        """The detections of one matched sample: its instances (duplicates merged), score 1."""
+        return instance_detections(sample, image.size, self.vocabulary.name, self.merge_iou)
 
     def detect_batch(self, images: list[Image.Image], file_names: list[str | None]) -> list[Detections]:
         out = []

@@ -22,7 +22,7 @@ from PIL import Image
 
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.detectors.base import DetectorOptions
-from hoi_mllm.detectors.ground_truth import GroundTruthDetector
+from hoi_mllm.detectors.ground_truth import MERGE_IOU, GroundTruthDetector
 from hoi_mllm.detectors.registry import register_detector
 from hoi_mllm.prompts import Vocabulary
 from hoi_mllm.records import Detections
@@ -88,13 +88,15 @@ class JitterDetector(GroundTruthDetector):
         spurious_rate: mean number of spurious boxes per image (Poisson).
         spurious_human_fraction: share of spurious boxes labelled person (0..1).
         spurious_max_score: spurious boxes score uniformly in [0, this).
+        merge_iou: as the ``ground-truth`` detector: duplicate annotated rows merged before jittering.
     """
 
     def __init__(self, annotations: str | Path | Sequence[HOISample] | None = None, *, seed: int = 0,
                  box_noise: float = 0.1, drop_rate: float = 0.1, score_noise: float = 0.1, spurious_rate: float = 1.0,
                  spurious_human_fraction: float = 0.5, spurious_max_score: float = 0.8,
+                 merge_iou: float | None = MERGE_IOU,
                  vocabulary: str | Vocabulary | None = "hico-det", options: DetectorOptions | None = None):
-        super().__init__(annotations, vocabulary=vocabulary, options=options)
+        super().__init__(annotations, merge_iou=merge_iou, vocabulary=vocabulary, options=options)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"jitter option seed={seed!r}: must be an integer >= 0")
         params = {"box_noise": box_noise, "score_noise": score_noise, "spurious_rate": spurious_rate}
@@ -110,7 +112,8 @@ class JitterDetector(GroundTruthDetector):
 
     def sample_detections(self, sample: HOISample, image: Image.Image) -> Detections:
         rng = image_rng(self.seed, sample.file_name)
+        merged = super().sample_detections(sample, image)  # one box per physical instance, as a detector sees it
         boxes, scores, labels = jitter_boxes(
-            sample.boxes, sample.labels, image.size, rng, num_objects=self.vocabulary.num_objects,
+            merged.boxes, merged.labels, image.size, rng, num_objects=self.vocabulary.num_objects,
             human_object=self.vocabulary.human_object, **self.params)
         return Detections.create(boxes, scores, labels, image.size, self.vocabulary.name)

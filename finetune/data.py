@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hoi_mllm.data import FilterReport, HOISample, filter_zero_shot, read_annotations, resolve_vocabulary
+from hoi_mllm.detectors.ground_truth import MERGE_IOU, instance_detections
 from hoi_mllm.finetune.config import DataConfig, PairsConfig
 from hoi_mllm.records import Detections
 
@@ -95,9 +96,11 @@ def load_training_data(config: DataConfig) -> TrainingData:
 
 
 # --------------------------------------------------------------------------- proposals
-def annotated_detections(sample: HOISample, image_size, vocabulary_name: str | None = None) -> Detections:
-    """The annotated instances of a sample as detections (score 1)."""
-    return Detections.create(sample.boxes, np.ones(len(sample.labels)), sample.labels, image_size, vocabulary_name)
+def annotated_detections(sample: HOISample, image_size, vocabulary_name: str | None = None,
+                         merge_iou: float | None = None) -> Detections:
+    """The annotated instances of a sample as detections (score 1); with ``merge_iou``, duplicate rows
+    of one instance merged as the ``ground-truth`` detector does (the same function)."""
+    return instance_detections(sample, image_size, vocabulary_name, merge_iou)
 
 
 def merge_detections(annotated: Detections, detected: Detections, dedupe_iou: float) -> Detections:
@@ -179,13 +182,8 @@ def detector_detections(config: PairsConfig, samples: list[HOISample], vocabular
 def training_detections(config: PairsConfig, sample: HOISample, image_size, detected: dict[str, Detections] | None,
                         vocabulary_name: str | None = None) -> Detections:
     """The boxes pairs of one training image are proposed from (``pairs.source``; annotated instances merged
-    by class-wise NMS when ``pairs.merge_duplicates``, :func:`hoi_mllm.finetune.targets.merge_instances`)."""
-    annotated = annotated_detections(sample, image_size, vocabulary_name)
-    if config.merge_duplicates and len(annotated) > 1:
-        from hoi_mllm.finetune.targets import merge_instances
-
-        keep = np.flatnonzero(merge_instances(sample.boxes, sample.labels) == np.arange(len(sample.labels)))
-        annotated = annotated[keep]
+    by class-wise NMS when ``pairs.merge_duplicates``, :func:`hoi_mllm.boxes.merge_instances`)."""
+    annotated = annotated_detections(sample, image_size, vocabulary_name, MERGE_IOU if config.merge_duplicates else None)
     if config.source == "ground-truth":
         return annotated
     found = detected[sample.file_name] if detected is not None else None

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hoi_mllm.data.sample import HOISample
+from hoi_mllm.detectors.ground_truth import MERGE_IOU
 from hoi_mllm.finetune.data import annotated_detections
 from hoi_mllm.pairs import PairProposalConfig
 from hoi_mllm.postprocess import PostprocessConfig
@@ -22,7 +23,8 @@ from hoi_mllm.postprocess import PostprocessConfig
 
 def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_config: PairProposalConfig,
                                post_config: PostprocessConfig | None = None, progress: bool = False) -> list:
-    """One :class:`~hoi_mllm.records.HOITriplets` per sample, from its annotated boxes (score 1)."""
+    """One :class:`~hoi_mllm.records.HOITriplets` per sample, from its annotated boxes (score 1), duplicate
+    rows of one instance merged as the ``ground-truth`` detector does."""
     from hoi_mllm.pipeline import HOIPipeline
     from hoi_mllm.runner import items_from_samples, recognise
 
@@ -32,7 +34,8 @@ def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_co
     by_name = {s.file_name: s for s in samples}
 
     def annotated(images, names):  # the detector of this evaluation: each image's annotated instances
-        return [annotated_detections(by_name[n], im.size, recogniser.vocabulary.name) for im, n in zip(images, names)]
+        return [annotated_detections(by_name[n], im.size, recogniser.vocabulary.name, MERGE_IOU)
+                for im, n in zip(images, names)]
 
     pipe.detector = annotated
     try:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hoi_mllm.boxes import box_iou
+from hoi_mllm.boxes import merge_instances
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import MatcherConfig
 from hoi_mllm.finetune.matcher import PairSet, pair_ious, stage_two, two_stage_match, unannotated_combinations
@@ -104,35 +104,6 @@ def annotated_pairs(sample: HOISample, num_verbs: int | None = None) -> tuple[Pa
     verbs = None if num_verbs is None else torch.as_tensor(sample.verb_matrix(num_verbs)[rows])
     labels = torch.as_tensor(sample.labels).long()
     return PairSet(boxes[h], boxes[o], labels[o], torch.ones(len(rows)), verbs), rows
-
-
-def merge_instances(boxes: np.ndarray, labels: np.ndarray, iou: float = 0.5) -> np.ndarray:
-    """Class-wise NMS over annotated boxes, all scores equal (DA-HOI ``merge_gt``): ``[B]`` representative row.
-
-    Rows are visited in order; a row not yet merged is kept and absorbs every later row of its label
-    whose IoU with it exceeds ``iou`` (torchvision ``batched_nms``: "IoU > threshold").
-
-    Args:
-        boxes: ``[B, 4]`` xyxy pixels. labels: ``[B]`` object ids.
-    Returns:
-        ``[B]`` int64: for each row the kept row it was merged into (itself when kept).
-    """
-    b = int(labels.shape[0])
-    rep = np.arange(b, dtype=np.int64)
-    if b < 2:
-        return rep
-    ious = box_iou(torch.as_tensor(boxes).float().reshape(-1, 4), torch.as_tensor(boxes).float().reshape(-1, 4)).numpy()
-    same = labels[:, None] == labels[None, :]
-    done = np.zeros(b, dtype=bool)
-    for i in range(b):
-        if done[i]:
-            continue
-        absorbed = same[i] & (ious[i] > iou) & ~done
-        absorbed[:i + 1] = False
-        rep[absorbed] = i
-        done[absorbed] = True
-        done[i] = True
-    return rep
 
 
 def union_match(proposals: PairSet, annotated: PairSet, iou: float = 0.5) -> Tensor:

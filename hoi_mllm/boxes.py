@@ -114,3 +114,36 @@ def invalid_box_mask(boxes, size: tuple[int, int] | None = None):
         w, h = size
         bad = bad | (boxes[..., 0] < 0) | (boxes[..., 1] < 0) | (boxes[..., 2] > w) | (boxes[..., 3] > h)
     return bad
+
+
+def merge_instances(boxes: np.ndarray, labels: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """Class-wise NMS over annotated boxes, all scores equal (DA-HOI ``merge_gt``): the duplicate rows
+    of one physical instance that UPT-format HICO-DET files hold become one. The training targets,
+    the trainer's ground-truth-box evaluation and the ``ground-truth`` detector all use it.
+
+    Rows are visited in order; a row not yet merged is kept and absorbs every later row of its label
+    whose IoU with it exceeds ``iou`` (torchvision ``batched_nms``: "IoU > threshold").
+
+    Args:
+        boxes: ``[B, 4]`` xyxy pixels. labels: ``[B]`` object ids.
+    Returns:
+        ``[B]`` int64: for each row the kept row it was merged into (itself when kept).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    b = int(labels.shape[0])
+    rep = np.arange(b, dtype=np.int64)
+    if b < 2:
+        return rep
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    ious = box_iou(boxes, boxes)
+    same = labels[:, None] == labels[None, :]
+    done = np.zeros(b, dtype=bool)
+    for i in range(b):
+        if done[i]:
+            continue
+        absorbed = same[i] & (ious[i] > iou) & ~done
+        absorbed[:i + 1] = False
+        rep[absorbed] = i
+        done[absorbed] = True
+        done[i] = True
+    return rep

@@ -232,6 +232,26 @@ def test_ground_truth_returns_the_annotated_instances():
     assert again[0].boxes.tolist() == out[1].boxes.tolist() and len(again[1]) == 3
 
 
+def test_ground_truth_merges_duplicate_rows_of_one_instance():
+    # UPT-format HICO-DET: each verb of one pair its own, slightly different boxes (rows 0/2 and 1/3)
+    dup = make_sample("dup.jpg", (96, 64), [[5, 5, 40, 60], [45, 20, 90, 50], [6, 4, 41, 59], [46, 21, 89, 51],
+                                            [50, 2, 60, 12], [46, 20, 90, 49]],
+                      [PERSON, BICYCLE, PERSON, BICYCLE, CUP, CUP], pairs=[(0, 1), (2, 3)], verbs=[(0,), (1,)])
+    image = scene_image((96, 64))
+    merged = GroundTruthDetector.from_samples([dup])([image], ["dup.jpg"])[0]
+    # the first row of each duplicate group stays; the cup overlapping the bicycle is another class, kept
+    assert merged.boxes.tolist() == dup.boxes[[0, 1, 4, 5]].tolist()
+    assert merged.labels.tolist() == [PERSON, BICYCLE, CUP, CUP]
+    assert len(propose_pairs(merged, PERSON)) == 3  # one person, three objects: no duplicate pair
+    every = GroundTruthDetector.from_samples([dup], merge_iou="none")([image], ["dup.jpg"])[0]
+    assert len(every) == 6 and len(propose_pairs(every, PERSON)) == 2 * 5
+    # the jitter detector perturbs the merged instances (no spurious boxes, no drops here)
+    jit = detector_class("jitter").from_samples([dup], spurious_rate=0.0, drop_rate=0.0)([image], ["dup.jpg"])[0]
+    assert len(jit) == 4
+    with pytest.raises(ValueError, match=r"merge_iou=2.*\(0, 1\], or none"):
+        GroundTruthDetector.from_samples([dup], merge_iou=2)
+
+
 def test_ground_truth_errors_name_the_image():
     det = GroundTruthDetector.from_samples(SAMPLES)
     with pytest.raises(ValueError, match="'missing.jpg'.* is not in the given annotations"):
