@@ -35,7 +35,8 @@ def prompt_rows(recogniser, objects: Iterable[int]) -> list[Tensor]:
 
 
 def prompt_lm_loss(recogniser, objects: Iterable[int], separation: float = 0.0) -> Tensor:
-    """Mean next-token cross-entropy of the LM over :func:`prompt_rows` (text only, no image).
+    """Mean next-token cross-entropy of the LM over :func:`prompt_rows` (text only, no image), the
+    softmax over the token ids that occur in those rows.
 
     The ``<|match|>`` positions take the recogniser's own match embedding, as in matching; the pair
     tokens, whose content SAP decides, take random vectors of the size SAP gives them. Returns
@@ -59,10 +60,15 @@ def prompt_lm_loss(recogniser, objects: Iterable[int], separation: float = 0.0) 
     positions = backbone.text_positions(0, length, b)  # [R, B, L]
     positions = positions if backbone.position_rank > 1 else positions[0]
     hidden = backbone.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
-    logits = backbone.logits(hidden[:, :-1]).float()  # [B, L-1, V]
     valid = torch.arange(length - 1, device=ids.device)[None, :] < (lengths.to(ids.device) - 1)[:, None]  # [B, L-1]
     valid &= ~is_pair[:, :-1, 0]  # no prediction from the pair tokens: their state is the query, it must follow SAP
-    loss = F.cross_entropy(logits[valid], ids[:, 1:][valid])
+    # the softmax runs over the tokens this corpus holds, not the whole vocabulary: the warm-up only
+    # has to tell the corpus's next tokens apart, and the real Qwen vocabulary (151,936 rows) would make
+    # the head ~75x the cost of the rest of a tiny model's step
+    corpus = torch.unique(ids)  # [K] sorted
+    targets = torch.searchsorted(corpus, ids[:, 1:][valid])  # [N] index into corpus
+    logits = backbone.logits(hidden[:, :-1][valid], corpus).float()  # [N, K]
+    loss = F.cross_entropy(logits, targets)
     if separation:
         keys = F.normalize(hidden.float(), dim=-1)  # [B, L, D]
         sep = []

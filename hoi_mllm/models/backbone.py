@@ -284,9 +284,15 @@ class Backbone(nn.Module):
         """``[..., L]`` ids -> ``[..., L, D]`` embeddings of the language model."""
         return self.model.get_input_embeddings()(ids.to(self.device))
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """``[..., D]`` hidden states -> ``[..., V]`` next-token logits (the LM head)."""
-        return self.model.get_output_embeddings()(hidden)
+    def logits(self, hidden: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """``[..., D]`` hidden states -> ``[..., V]`` next-token logits (the LM head); with ``token_ids``
+        (``[K]``), only those rows of the head: ``[..., K]`` logits of those tokens, in that order."""
+        head = self.model.get_output_embeddings()
+        if token_ids is None:
+            return head(hidden)
+        token_ids = token_ids.to(head.weight.device)
+        bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
+        return torch.nn.functional.linear(hidden, head.weight[token_ids], bias)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Save model, tokenizer and processor so that ``load_backbone(path)`` reloads this backbone."""
