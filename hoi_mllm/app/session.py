@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 40_000_000  # larger uploads are refused (a 40 MP photo is already beyond any camera phone's JPEG)
 MAX_SIDE = 4096  # longer sides are downscaled to this before detection
 TABLE_HEADERS = ["person", "interaction", "object", "score"]
+DRAWN = 10  # triplets drawn on the picture at most (the table holds all top-k)
 
 Progress = Callable[[float, str], None]
 
@@ -289,7 +290,7 @@ class AppSession:
             lines.append(note)
         if report is not None:
             lines += report.lines()
-        return RunOutput(picture=result.plot(top_k=top_k), rows=rows, predictions_path=path,
+        return RunOutput(picture=result.plot(top_k=min(top_k, DRAWN)), rows=rows, predictions_path=path,
                          choices=scored_phrases(result), message="\n".join(lines), added=added)
 
     def _write_predictions(self, result, name: str, report, detector: str) -> Path:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from hoi_mllm.app.session import TABLE_HEADERS, AppError, AppSession
+from hoi_mllm.app.session import DRAWN, TABLE_HEADERS, AppError, AppSession
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_app(session: AppSession, examples: Sequence[str | Path] = ()):
                     gr.Examples([[str(p)] for p in examples], inputs=[image], label="examples (synthetic world)")
             with gr.Column(scale=2):
                 status = gr.Textbox(label="status", interactive=False, lines=3, elem_id="hoi-status")
-                picture = gr.Image(label="triplets", type="pil", interactive=False, elem_id="hoi-picture", height=420)
+                picture = gr.Image(label=f"triplets (the {DRAWN} best drawn)", type="pil", interactive=False, elem_id="hoi-picture", height=420)
                 shown = gr.Dropdown([], value=[], multiselect=True, label="show only these interactions (all when empty)",
                                     elem_id="hoi-filter")
                 table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "str", "number"], interactive=False,
