@@ -147,3 +147,24 @@ def test_cli_app_checks_its_arguments(capsys):
     assert "--port must be from 1 to 65535" in capsys.readouterr().err
     assert main(["app", "--model", "tiny-qwen2-vl", "--detector", "nope"]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_the_space_entry_reads_its_settings_from_the_environment(monkeypatch):
+    import importlib.util
+
+    from conftest import REPO
+    import hoi_mllm.app.ui as ui
+
+    calls = []
+    monkeypatch.setattr(ui, "launch", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setenv("HOI_MLLM_MODEL", "out/model")
+    monkeypatch.setenv("HOI_MLLM_DETECTORS", "yolo:model=a.pt,score_threshold=0.3;file:path=d.json")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    spec = importlib.util.spec_from_file_location("space_app", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()
+    (args, kwargs), = calls
+    assert args == ("out/model", ["yolo:model=a.pt,score_threshold=0.3", "file:path=d.json"])
+    assert kwargs["host"] == "0.0.0.0" and kwargs["port"] == 7860
