@@ -3,7 +3,7 @@ Debian's chromium (``apt-get install chromium chromium-driver``; ``.ci/run`` ins
 
 Upload a synthetic-world picture, run, see the picture and the table, download the predictions JSON
 (read by the evaluators' reader); run again with a text interaction and a higher detector threshold,
-and find the interaction among the table filter's choices. Boxes come from a ``file:`` detector (a
+and find the interaction among the table filter's choices; then run on a clicked example. Boxes come from a ``file:`` detector (a
 detections file written here from the world's annotation), so the table has rows whatever the tiny
 random recogniser thinks. The page may fetch nothing beyond the app itself. Set
 ``HOI_MLLM_APP_SCREENSHOT=docs/app.png`` to refresh the README's screenshot.
@@ -42,10 +42,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _detections_for(world: Path, index: int, path: Path) -> tuple[str, str]:
-    """A detections file for test image ``index`` from the world's boxes: the first person and the first
-    object (named in hico-det) score 0.9, the others 0.45. Returns (file name, the 0.9 object's name)."""
-    data = json.loads((world / "instances_test.json").read_text())
+def _image_entry(data: dict, index: int) -> tuple[dict, str]:
+    """The detections of test image ``index`` from the world's boxes: the first person and the first
+    object (named in hico-det) score 0.9, the others 0.45; and the 0.9 object's name."""
     ann, name = data["annotation"][index], data["filenames"][index]
     boxes, names, scores = [], [], []
     for box in dict.fromkeys(tuple(b) for b in ann["boxes_h"]):
@@ -58,10 +57,17 @@ def _detections_for(world: Path, index: int, path: Path) -> tuple[str, str]:
         boxes.append(list(box)), names.append(hico), scores.append(0.9 if main is None else 0.45)
         main = main or hico
     assert main is not None, f"{name}: no object with a hico-det name"
+    return {"file_name": name, "image_size": data["size"][index], "boxes": boxes, "scores": scores,
+            "label_names": names}, main
+
+
+def _detections_for(world: Path, path: Path, count: int = 2) -> str:
+    """A detections file for the world's first ``count`` test images; returns the first one's 0.9 object."""
+    data = json.loads((world / "instances_test.json").read_text())
+    entries = [_image_entry(data, i) for i in range(count)]
     path.write_text(json.dumps({"format": "hoi-mllm/detections", "version": 1, "vocabulary": "hico-det",
-                                "images": [{"file_name": name, "image_size": data["size"][index], "boxes": boxes,
-                                            "scores": scores, "label_names": names}]}))
-    return name, main
+                                "images": [e for e, _ in entries]}))
+    return entries[0][1]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +80,8 @@ def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app_browser")
     examples = example_images(folder / "examples")
     assert len(examples) == 4
-    name, obj = _detections_for(folder / "examples", 0, folder / "dets.json")
-    upload = folder / "upload" / name
+    obj = _detections_for(folder / "examples", folder / "dets.json")
+    upload = folder / "upload" / examples[0].name
     upload.parent.mkdir()
     shutil.copy(examples[0], upload)
     port = _free_port()
@@ -102,7 +108,7 @@ def app(tmp_path_factory):
         proc.kill()
         pytest.fail("the app did not start:\n" + "".join(lines[-40:]))
     url = next(line.split()[2] for line in lines if line.startswith("hoi-mllm app: http"))
-    yield {"url": url, "upload": upload, "object": obj, "folder": folder, "lines": lines}
+    yield {"url": url, "upload": upload, "object": obj, "folder": folder, "lines": lines, "examples": examples}
     proc.terminate()
     try:
         proc.wait(timeout=30)
@@ -180,6 +186,16 @@ def test_upload_run_table_download_and_a_text_interaction(app):
             options.filter(has_text=phrase).first.click()  # the filter keeps only its rows
             expect(page.locator(ROWS)).to_have_count(1, timeout=TIMEOUT_MS)
             assert _rows(page)[0][1] == phrase
+
+            # the second example instead of the upload, no interaction
+            page.locator("#hoi-interactions textarea").fill("")
+            before = page.locator("#hoi-input img").get_attribute("src")
+            page.locator("#hoi-examples img").nth(1).click()
+            page.wait_for_function("old => { const i = document.querySelector('#hoi-input img'); "
+                                   "return i !== null && !!i.src && i.src !== old; }", arg=before, timeout=TIMEOUT_MS)
+            page.locator("#hoi-run").click()
+            expect(status).to_have_value(re.compile(rf"^\d+ triplet\(s\) in {re.escape(app['examples'][1].name)} .*"
+                                                    r"vocabulary hico-det\)$"), timeout=TIMEOUT_MS)
         finally:
             browser.close()
     assert not outside, f"the page tried to fetch from outside the app: {outside[:5]}"

@@ -58,7 +58,8 @@ def build_app(session: AppSession, examples: Sequence[str | Path] = ()):
                                           placeholder="feed giraffe\npolish car, motorcycle", elem_id="hoi-interactions")
                 run = gr.Button("Run", variant="primary", elem_id="hoi-run")
                 if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[image], label="examples (synthetic world)")
+                    with gr.Column(elem_id="hoi-examples"):
+                        gr.Examples([[str(p)] for p in examples], inputs=[image], label="examples (synthetic world)")
             with gr.Column(scale=2):
                 status = gr.Textbox(label="status", interactive=False, lines=3, elem_id="hoi-status")
                 picture = gr.Image(label=f"triplets (the {DRAWN} best drawn)", type="pil", interactive=False, elem_id="hoi-picture", height=420)
