@@ -168,3 +168,11 @@ def test_the_space_entry_reads_its_settings_from_the_environment(monkeypatch):
     (args, kwargs), = calls
     assert args == ("out/model", ["yolo:model=a.pt,score_threshold=0.3", "file:path=d.json"])
     assert kwargs["host"] == "0.0.0.0" and kwargs["port"] == 7860
+
+
+def test_a_spec_that_names_its_device_keeps_it(session, files):
+    folder, dets = files
+    mine = AppSession("tiny-qwen2-vl", [f"file:path={dets},device=auto", f"file:path={dets}"], device="cpu")
+    mine._pipeline, mine._base = session._pipeline, session._base  # the same recogniser, not loaded again
+    assert mine.detector(f"file:path={dets},device=auto").options.device == "auto"  # the spec's own
+    assert mine.detector(f"file:path={dets}").options.device == "cpu"

@@ -123,15 +123,16 @@ class AppSession:
             raise AppError(f"detector {spec!r} is not offered; choose one of: {', '.join(self.detectors)}")
         if spec != self._detector_spec:
             from hoi_mllm.detectors import build_detector
+            from hoi_mllm.detectors.registry import resolve_detector
 
             self._drop_detector()
-            pipe = self.recogniser_pipeline(progress)
+            self.recogniser_pipeline(progress)  # the detector labels the recogniser's base vocabulary
             _nothing(progress)(0.25, f"loading the detector {spec}")
+            own = {} if "device" in resolve_detector(spec)[1] else {"device": self.device}  # as load_pipeline
             try:
-                detector = build_detector(spec, vocabulary=self._base[0], device=self.device)
+                detector = build_detector(spec, vocabulary=self._base[0], **own)
             except Exception as exc:  # noqa: BLE001 - a missing file, weights that cannot be fetched offline, ...
                 raise AppError(f"the detector {spec!r} failed to load: {exc}") from exc
-            del pipe
             self._detector, self._detector_spec = detector, spec
             self._detector_options = detector.options
         return self._detector
