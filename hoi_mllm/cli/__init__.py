@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hoi_mllm.cli.evaluate", "evaluate predictions: HICO-DET mAP, V-COCO role AP, cross-detector"),
     "finetune": ("hoi_mllm.cli.finetune", "LoRA fine-tuning with two-stage matching"),
     "demo": ("hoi_mllm.cli.demo", "the whole system offline on the synthetic world, with a report"),
+    "app": ("hoi_mllm.cli.app", "a web app: upload a photo, see its HOI triplets, swap detectors, add interactions"),
 }
 
 
