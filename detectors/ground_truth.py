@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from hoi_mllm.data.sample import HOISample
+from hoi_mllm.detectors.base import _NONE_WORDS as NONE_WORDS
 from hoi_mllm.detectors.base import Detector, DetectorOptions, FileIndex
 from hoi_mllm.detectors.registry import register_detector
 from hoi_mllm.prompts import Vocabulary
@@ -43,7 +44,7 @@ def instance_detections(sample: HOISample, image_size, vocabulary_name: str | No
 
 def check_merge_iou(value, what: str) -> float | None:
     """``merge_iou`` as a number in (0, 1] or ``None``; else an error naming the allowed values."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "off", "")):
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{what} option merge_iou={value!r}: must be a number in (0, 1], or none to keep "

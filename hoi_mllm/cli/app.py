@@ -12,6 +12,7 @@ from hoi_mllm.device import DEVICE_HELP
 
 def add_parser(sub) -> None:
     from hoi_mllm.app.ui import DEFAULT_HOST, DEFAULT_PORT
+    from hoi_mllm.cli.detect import DTYPES, MODES
 
     p = sub.add_parser(
         "app", help="a web app: upload a photo, see its HOI triplets, swap detectors, add interactions as text",
@@ -24,10 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("--detector", action="append", default=None, metavar="SPEC",
                    help="a detector spec offered in the page (repeatable; the first is the default; default: yolo)")
     p.add_argument("--vocabulary", default=None, help="hico-det, vcoco or a vocabulary.json (default: the model's)")
-    p.add_argument("--mode", choices=("matching", "training-free"), default=None,
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="default: a saved model's own, matching for a preset, training-free for a hub id")
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="backbone precision")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default: {DEFAULT_HOST}, this machine only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")

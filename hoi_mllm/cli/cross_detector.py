@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from hoi_mllm.cli import CLIError
+from hoi_mllm.cli.detect import MODES
 
 HELP = ("one recogniser under several detectors (and baselines on the same boxes): mAP, U-R@K, time per "
         "image and each detector's box recall in one table")
@@ -54,7 +55,7 @@ def add_parser(proto) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
     c.add_argument("--prior-smoothing", type=float, default=0.0,
                    help="additive smoothing of the prior baseline (default 0: unseen classes score 0)")
-    c.add_argument("--mode", choices=("matching", "training-free"), default=None,
+    c.add_argument("--mode", choices=MODES, default=None,
                    help="recogniser mode (default: the saved model's, else matching)")
     c.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N, for the "
                                                     "recogniser and for detectors whose spec names no device "
