@@ -26,10 +26,17 @@ A rerun with the same specs reuses the detections (the detector is not even buil
 is cached) and the predictions; an interrupted run continues where it stopped; a changed spec, model
 or image file recomputes what it affects. ``ground-truth`` and ``jitter`` get the annotations being
 evaluated (all of them, before ``limit``) unless their spec names a file.
+
+Under a multi-process launcher (``accelerate launch --num_processes N -m hoi_mllm evaluate
+cross-detector ...``, one GPU each) every detector's images still to do are sharded over the
+processes: each writes its own logs ``<detector folder>/shards/*-rank-<r>-of-<N>.jsonl``, process 0
+folds them into the main logs (also what an interrupted sharded run of any process count left),
+then evaluates and writes the table.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -47,8 +54,9 @@ from hoi_mllm.eval.detection_cache import (DetectionCache, detector_identity, id
 from hoi_mllm.eval.detector_recall import detector_box_recall
 from hoi_mllm.eval.recall import DEFAULT_KS
 from hoi_mllm.eval.tables import percent
-from hoi_mllm.io import atomic_write_json
+from hoi_mllm.io import atomic_write_json, read_json
 from hoi_mllm.pairs import PairProposalConfig
+from hoi_mllm.sharding import process_group
 from hoi_mllm.postprocess import PostprocessConfig
 from hoi_mllm.prompts.vocabulary import Vocabulary, load_vocabulary
 
@@ -180,26 +188,100 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+SHARDS = "shards"
+
+
+@dataclass
+class _Logs:
+    """One detector folder's logs: the detections cache and one predictions log per scorer."""
+
+    cache: DetectionCache
+    writers: dict
+
+    def close(self) -> None:
+        self.cache.close()
+        for w in self.writers.values():
+            w.close()
+
+
+def _open_logs(plan: DetectorPlan, vocabulary: Vocabulary, metas: dict[str, dict], fingerprints: dict[str, str],
+               tag: str | None = None, writable: bool = True, known: dict | None = None) -> _Logs:
+    """The folder's main logs (``tag`` None), or a process's own shard logs ``shards/*-<tag>.jsonl``."""
+    where = (lambda stem: plan.folder / f"{stem}.jsonl") if tag is None else \
+        (lambda stem: plan.folder / SHARDS / f"{stem}-{tag}.jsonl")
+    cache = DetectionCache(plan.folder, plan.key, vocabulary, header={"detector": plan.spec},
+                           path=where("detections"), writable=writable, known=known)
+    writers = {name: open_predictions(where(f"predictions_{name}"), vocabulary.name, meta, fingerprints, writable)
+               for name, meta in metas.items()}
+    return _Logs(cache, writers)
+
+
+def _fold_shards(plan: DetectorPlan, vocabulary: Vocabulary, metas: dict[str, dict],
+                 fingerprints: dict[str, str]) -> tuple[_Logs, dict]:
+    """Process 0 of a sharded run: append every shard log (of any process count: an interrupted run's too)
+    to the main logs and remove the shards. Returns the main logs (open)."""
+    main = _open_logs(plan, vocabulary, metas, fingerprints)
+    folder = plan.folder / SHARDS
+    tags = sorted({p.name[len("detections-"):-len(".jsonl")] for p in folder.glob("detections-rank-*.jsonl")})
+    for tag in tags:  # each tag names a process's cache; its predictions logs share the tag
+        shard = _open_logs(plan, vocabulary, metas, fingerprints, tag)
+        main.cache.absorb(shard.cache)
+        for name, writer in shard.writers.items():
+            for image in writer.images:
+                main.writers[name].write(image)
+        shard.close()
+    if folder.exists():
+        shutil.rmtree(folder)
+    return main
+
+
+def _read_notes(folder: Path) -> dict:
+    """The shards' notes of a sharded run: ``skipped`` (file name -> error) and ``detected`` (images)."""
+    notes: dict = {"skipped": {}, "detected": 0}
+    for path in sorted((folder / SHARDS).glob("notes-*.json")):
+        found = read_json(path)
+        notes["skipped"].update(found.get("skipped", {}))
+        notes["detected"] += int(found.get("detected", 0))
+    return notes
+
+
 def _detect_and_score(plan: DetectorPlan, samples: Sequence[HOISample], fingerprints: dict[str, str],
                       pipelines: dict, scorer_keys: dict[str, str], vocabulary: Vocabulary, progress: bool,
-                      skipped: dict[str, str], warm: set[str]) -> tuple[dict, float | None, dict, int]:
+                      skipped: dict[str, str], warm: set[str], group=(0, 1, None)):
     """One detector over ``samples``: cache detections, run every scorer; returns ``(detections by
-    file name, mean detector ms per image, predictions by scorer, images detected in this run)``."""
+    file name, mean detector ms per image, predictions by scorer, images detected in this run)``.
+
+    ``group`` is ``(rank, world, state)`` of :func:`~hoi_mllm.sharding.process_group`: with several
+    processes, process 0 first folds what an interrupted sharded run left; then every process reads
+    the main logs (read-only: what is done), takes every ``world``-th image still to do and writes
+    its own shard logs; process 0 folds them into the main logs and alone returns (the others get
+    ``None``)."""
     from hoi_mllm.runner import LazyDetector, items_from_samples, run_detector
 
-    cache = DetectionCache(plan.folder, plan.key, vocabulary, header={"detector": plan.spec})
-    writers = {name: open_predictions(plan.folder / f"predictions_{name}.jsonl", vocabulary.name,
-                                      {"detector": plan.spec, "detector_key": plan.key, "scorer": name,
-                                       "scorer_key": scorer_keys[name]}, fingerprints) for name in pipelines}
-    done = {name: w.done for name, w in writers.items()}
+    rank, world, state = group
+    metas = {name: {"detector": plan.spec, "detector_key": plan.key, "scorer": name,
+                    "scorer_key": scorer_keys[name]} for name in pipelines}
+    if world > 1:
+        if rank == 0:
+            _fold_shards(plan, vocabulary, metas, fingerprints).close()
+        state.wait_for_everyone()
+        main = _open_logs(plan, vocabulary, metas, fingerprints, writable=False)
+        logs = _open_logs(plan, vocabulary, metas, fingerprints, f"rank-{rank}-of-{world}", known=main.cache.entries)
+        done = {name: w.done | main.writers[name].done for name, w in logs.writers.items()}
+    else:
+        logs = _open_logs(plan, vocabulary, metas, fingerprints)
+        done = {name: w.done for name, w in logs.writers.items()}
+    cache, writers = logs.cache, logs.writers
     todo = [s for s in samples if s.file_name not in skipped and (
         cache.get(s.file_name, fingerprints[s.file_name]) is None or any(s.file_name not in d for d in done.values()))]
+    todo = todo[rank::world]
     stats: dict = {}
     detector = LazyDetector(lambda: build_detector(plan.spec, vocabulary=vocabulary, **plan.options), warm_up=True)
     lost: list[dict] = []
+    desc = f"cross-detector {plan.name}" + (f" [{rank + 1}/{world}]" if world > 1 else "")
     try:
-        with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"cross-detector {plan.name}",
-                  unit="img", disable=not progress) as bar:
+        total, initial = (len(samples), len(samples) - len(todo)) if world == 1 else (len(todo), 0)
+        with tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not progress) as bar:
             for item, image, dets in run_detector(
                     detector, items_from_samples(todo), lost, cache=cache, bar=bar,
                     batch_size=int(plan.options.get("batch_size", 8)),
@@ -218,10 +300,21 @@ def _detect_and_score(plan: DetectorPlan, samples: Sequence[HOISample], fingerpr
                     done[name].add(item.name)
     finally:
         skipped.update((s["file_name"], s["error"]) for s in lost)
-        cache.close()
-        for w in writers.values():
-            w.close()
+        logs.close()
     computed = stats.get("detected", 0)
+    if world > 1:
+        atomic_write_json(plan.folder / SHARDS / f"notes-rank-{rank}-of-{world}.json",
+                          {"skipped": {s["file_name"]: s["error"] for s in lost}, "detected": computed})
+        state.wait_for_everyone()  # every shard is complete
+        notes = _read_notes(plan.folder)  # every process: the next detector's images to do agree
+        skipped.update(notes["skipped"])
+        state.wait_for_everyone()
+        if rank != 0:
+            return None
+        logs = _fold_shards(plan, vocabulary, metas, fingerprints)
+        logs.close()
+        computed = notes["detected"]
+        cache, writers = logs.cache, logs.writers
     cache.finish()
     names = [s.file_name for s in samples if s.file_name not in skipped]
     detections = {n: cache.get(n, fingerprints[n]) for n in names}
@@ -250,7 +343,7 @@ def _evaluate(protocol: str, samples: Sequence[HOISample], vocabulary: Vocabular
 def run_cross_detector(recogniser, detectors: str | Sequence[str], samples: Sequence[HOISample],
                        output_dir: str | Path, *, config: CrossDetectorConfig | None = None,
                        train_samples: Sequence[HOISample] | None = None, vocabulary: str | Vocabulary | None = None,
-                       **options) -> CrossDetectorResult:
+                       **options) -> CrossDetectorResult | None:
     """Evaluate one recogniser under several detectors (and baselines on the same boxes); write the table.
 
     Args:
@@ -266,7 +359,8 @@ def run_cross_detector(recogniser, detectors: str | Sequence[str], samples: Sequ
         train_samples: training annotations, needed by the ``prior`` baseline.
         vocabulary: the vocabulary when ``recogniser`` is None (else the recogniser's; must agree).
     Returns:
-        :class:`CrossDetectorResult`, also written to ``output_dir/cross_detector.{md,json}``.
+        :class:`CrossDetectorResult`, also written to ``output_dir/cross_detector.{md,json}``; ``None`` in
+        the processes other than 0 of a sharded run.
     Raises:
         ValueError: a bad spec, split, protocol or baseline (naming the allowed values).
         FileNotFoundError: images that are not there.
@@ -306,9 +400,13 @@ def run_cross_detector(recogniser, detectors: str | Sequence[str], samples: Sequ
     warm: set[str] = set()
     rows: list[CrossDetectorRow] = []
     runs: list[DetectorRun] = []
+    group = process_group()
     for plan in plans:
-        detections, det_ms, predictions, computed = _detect_and_score(
-            plan, eval_samples, fingerprints, pipelines, scorer_keys, vocab, config.progress, skipped, warm)
+        done = _detect_and_score(plan, eval_samples, fingerprints, pipelines, scorer_keys, vocab, config.progress,
+                                 skipped, warm, group)
+        if done is None:  # another process of a sharded run: process 0 folds, evaluates and writes
+            continue
+        detections, det_ms, predictions, computed = done
         recall = detector_box_recall(eval_samples, detections, vocab.num_objects, vocab.human_object,
                                      config.iou_threshold)
         runs.append(DetectorRun(plan.spec, plan.name, plan.key, plan.folder, len(detections),
@@ -329,5 +427,9 @@ def run_cross_detector(recogniser, detectors: str | Sequence[str], samples: Sequ
         detectors=runs, scorers=identities, recall_ks=tuple(config.recall_ks),
         skipped=[{"file_name": n, "error": e} for n, e in skipped.items()],
         settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()})
-    result.save(output_dir)
-    return result
+    rank, world, state = group
+    if rank == 0:
+        result.save(output_dir)
+    if state is not None:
+        state.wait_for_everyone()
+    return result if rank == 0 else None

@@ -83,13 +83,18 @@ class DetectionCache:
         key: its :func:`identity_key`; a file written for another key is discarded.
         vocabulary: labels are object ids of it.
         header: extra header keys (e.g. the spec).
+        path: the log file (default ``folder/detections.jsonl``; a process of a sharded run keeps its own).
+        writable: False: read the log only (one another process owns).
+        known: entries held in another log (e.g. the main log, read by a shard): :meth:`get` finds
+            them, they are never written here.
     """
 
-    def __init__(self, folder: str | Path, key: str, vocabulary: Vocabulary, header: Mapping | None = None):
+    def __init__(self, folder: str | Path, key: str, vocabulary: Vocabulary, header: Mapping | None = None, *,
+                 path: str | Path | None = None, writable: bool = True, known: Mapping | None = None):
         from hoi_mllm.jsonl_log import JsonlLog
 
         self.folder = Path(folder)
-        self.path = self.folder / "detections.jsonl"
+        self.path = Path(path) if path is not None else self.folder / "detections.jsonl"
         self.vocabulary = vocabulary
         self.header = {"format": FORMAT, "version": VERSION, "vocabulary": vocabulary.name, **(header or {}), "key": key}
 
@@ -107,8 +112,9 @@ class DetectionCache:
             entry["image"], entry["detector_ms"] = raw.get("image"), raw.get("detector_ms")
             return name, {"file_name": name, **entry}
 
-        self._log = JsonlLog(self.path, self.header, parse, self._line, accept=accept)
-        self.entries = self._log.entries  # file name -> parsed entry + "image", "detector_ms"
+        self._log = JsonlLog(self.path, self.header, parse, self._line, accept=accept, writable=writable)
+        self.own = self._log.entries  # file name -> parsed entry + "image", "detector_ms" (this log's)
+        self.entries = {**(known or {}), **self.own} if known else self.own  # what get() finds
 
     @staticmethod
     def _line(e: dict) -> dict:
@@ -140,6 +146,14 @@ class DetectionCache:
                  "scores": np.asarray(line["scores"], dtype=np.float64), "labels": np.asarray(line["labels"]),
                  "image_size": tuple(line["image_size"]), "image": fingerprint, "detector_ms": ms}
         self._log.append(name, entry)
+        if self.entries is not self.own:
+            self.entries[name] = entry
+
+    def absorb(self, other: "DetectionCache") -> int:
+        """Append every entry of ``other``'s own log (a shard: newer work, superseding); returns how many."""
+        for name, entry in other.own.items():
+            self._log.append(name, entry)
+        return len(other.own)
 
     def close(self) -> None:
         self._log.close()
@@ -160,7 +174,7 @@ class DetectionCache:
 
 
 def open_predictions(path: str | Path, vocabulary: str, meta: Mapping[str, str],
-                     fingerprints: Mapping[str, str]) -> PredictionsWriter:
+                     fingerprints: Mapping[str, str], writable: bool = True) -> PredictionsWriter:
     """A resumable :class:`PredictionsWriter` that keeps only what is still valid.
 
     Args:
@@ -168,6 +182,7 @@ def open_predictions(path: str | Path, vocabulary: str, meta: Mapping[str, str],
             differs, or that cannot be read, is started afresh.
         fingerprints: file name -> current image fingerprint; images predicted on another version of
             the image file are dropped (images not listed are kept).
+        writable: False: read only (a log another process owns; an unusable one reads as empty).
     """
     def accept(old: dict) -> bool:
         return all(old.get(k) == v for k, v in meta.items())
@@ -176,7 +191,7 @@ def open_predictions(path: str | Path, vocabulary: str, meta: Mapping[str, str],
         return fingerprints.get(im.file_name, im.extra.get("image")) == im.extra.get("image")
 
     try:
-        return PredictionsWriter(path, vocabulary, meta=dict(meta), accept=accept, keep=keep)
+        return PredictionsWriter(path, vocabulary, meta=dict(meta), accept=accept, keep=keep, writable=writable)
     except PredictionsError as exc:  # unreadable, or another vocabulary: this cache file is started again
         log.warning("%s is unusable (%s); starting it again", path, exc)
-        return PredictionsWriter(path, vocabulary, meta=dict(meta), resume=False)
+        return PredictionsWriter(path, vocabulary, meta=dict(meta), resume=False, writable=writable)

@@ -85,11 +85,13 @@ class JsonlLog:
         accept: ``old header -> bool``; default: keep an existing file's entries always.
         keep: ``(key, value) -> bool``; entries failing it are dropped on opening.
         resume: False: start afresh whatever the file holds.
+        writable: False: only read the file (never rewritten; :meth:`append` refuses), e.g. a log
+            another process owns.
     """
 
     def __init__(self, path: str | Path, header: Mapping, parse: Callable[[dict, str], tuple[str, Any]],
                  dump: Callable[[Any], dict], *, accept: Callable[[dict], bool] | None = None,
-                 keep: Callable[[str, Any], bool] | None = None, resume: bool = True):
+                 keep: Callable[[str, Any], bool] | None = None, resume: bool = True, writable: bool = True):
         self.path = Path(path)
         self.header = dict(header)
         self._dump = dump
@@ -100,6 +102,9 @@ class JsonlLog:
             if old is not None and (accept is None or accept(old)):
                 self.resumed_header = old
                 self.entries = {k: v for k, v in entries.items() if keep is None or keep(k, v)}
+        self._file = None
+        if not writable:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:  # rewrite cleanly: drops a torn line and superseded entries
             with open(tmp, "w") as f:
@@ -114,13 +119,15 @@ class JsonlLog:
 
     def append(self, key: str, value: Any) -> None:
         """Write one entry (flushed and synced before returning) and keep it under ``key``."""
+        if self._file is None:
+            raise RuntimeError(f"{self.path} was opened read-only")
         self._file.write(json.dumps(self._dump(value), allow_nan=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
         self.entries[key] = value
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
     def __enter__(self):

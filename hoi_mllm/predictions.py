@@ -95,7 +95,7 @@ class PredictionsWriter:
     """
 
     def __init__(self, path: str | Path, vocabulary: str, meta: dict | None = None, resume: bool = True,
-                 accept=None, keep=None):
+                 accept=None, keep=None, writable: bool = True):
         from hoi_mllm.jsonl_log import JsonlLog, LogError
         from hoi_mllm.predictions_reader import check_header, parse_image
 
@@ -118,7 +118,8 @@ class PredictionsWriter:
         header = {"format": FORMAT, "version": VERSION, "vocabulary": vocabulary, **self.meta}
         try:
             self._log = JsonlLog(self.path, header, parse, HOITriplets.to_json, accept=accept_old,
-                                 keep=None if keep is None else (lambda _, image: keep(image)), resume=resume)
+                                 keep=None if keep is None else (lambda _, image: keep(image)), resume=resume,
+                                 writable=writable)
         except LogError as exc:
             raise PredictionsError(str(exc)) from exc
 

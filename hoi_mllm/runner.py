@@ -403,16 +403,10 @@ def detect_folder(pipeline, files: Sequence[tuple[Path, str]], out_dir: Path, me
     from tqdm import tqdm
 
     from hoi_mllm.io import atomic_path
-    from hoi_mllm.sharding import ShardedPredictions, process_index
+    from hoi_mllm.sharding import ShardedPredictions, process_group
     from hoi_mllm.visualize import draw_triplets
 
-    rank, world, _ = process_index()
-    state = None
-    if world > 1:
-        import torch
-        from accelerate import PartialState
-
-        state = PartialState(cpu=not torch.cuda.is_available())  # gloo between CPU processes, else NCCL
+    rank, world, state = process_group()
     shard = ShardedPredictions(out_dir, pipeline.vocabulary.name, meta, rank, world, force)
     names = [n for _, n in files]
     before = len(shard.done & set(names))

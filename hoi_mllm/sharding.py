@@ -45,6 +45,18 @@ def process_index() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def process_group():
+    """``(rank, world size, state)``: ``state`` an accelerate ``PartialState`` (its ``wait_for_everyone`` the
+    barrier; gloo between CPU processes, else NCCL) under a multi-process launcher, else ``None``."""
+    rank, world, _ = process_index()
+    if world == 1:
+        return rank, world, None
+    import torch
+    from accelerate import PartialState
+
+    return rank, world, PartialState(cpu=not torch.cuda.is_available())
+
+
 def header_settings(path: Path) -> dict | None:
     """The ``settings`` of a log's header line (None when absent or unreadable)."""
     try:

@@ -119,6 +119,8 @@ def run(args) -> int:
     pipeline = load_pipeline(args.model, vocabulary=vocab, mode=args.mode, device=device,
                              **({} if args.top_k is None else {"top_k": args.top_k}))
     result = run_cross_detector(pipeline, specs, samples, args.output, config=config, train_samples=train)
+    if result is None:  # another process of a sharded run: process 0 evaluates and reports
+        return 0
     print(result.title())
     print(result.to_table(markdown=args.markdown))
     print(f"wrote {Path(args.output) / 'cross_detector.md'} and {Path(args.output) / 'cross_detector.json'}")
