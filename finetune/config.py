@@ -12,6 +12,8 @@ two-stage matching), ``teacher`` (soft targets of potential pairs), ``loss``, ``
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -286,7 +288,10 @@ class OptimConfig:
 class TrainConfig:
     """The loop: steps, batch, accumulation, precision, logging and checkpoints."""
 
-    steps: int = _help("optimiser steps", default=1000)
+    steps: int = _help("optimiser steps (derived from train.epochs when that is set)", default=1000)
+    epochs: float | None = _help("schedule length in epochs over the training images (DA-HOI: 16); when set, "
+                                 "train.steps = ceil(epochs * images / (batch_size * gradient_accumulation * "
+                                 "processes)); null: train.steps as given", default=None)
     batch_size: int = _help("images per forward, per process", default=8)
     gradient_accumulation: int = _help("forwards per optimiser step", default=1)
     mixed_precision: str = _help("accelerate mixed precision: no, bf16, fp16", default="no")
@@ -302,7 +307,17 @@ class TrainConfig:
         for name, low in (("steps", 1), ("batch_size", 1), ("gradient_accumulation", 1), ("log_every", 1),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             check_range(getattr(self, name), f"train.{name}", low)
+        if self.epochs is not None:
+            check_range(self.epochs, "train.epochs", 0, low_open=True)
         check_choice(self.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+
+
+def steps_of_epochs(train: TrainConfig, images: int, processes: int = 1) -> int:
+    """Optimiser steps of ``train.epochs`` epochs over ``images`` training images (``train.steps`` when unset)."""
+    if train.epochs is None:
+        return train.steps
+    per_step = train.batch_size * train.gradient_accumulation * processes
+    return max(1, math.ceil(train.epochs * images / per_step))
 
 
 @dataclass(frozen=True)

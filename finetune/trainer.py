@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,7 +43,7 @@ from hoi_mllm.finetune.checkpoint import (
     save_checkpoint,
     save_rng,
 )
-from hoi_mllm.finetune.config import FinetuneConfig, OptimConfig
+from hoi_mllm.finetune.config import FinetuneConfig, OptimConfig, steps_of_epochs
 from hoi_mllm.finetune.data import BatchStream, TrainingData, cache_path, detector_detections, load_training_data, \
     training_detections
 from hoi_mllm.finetune.model import base_fingerprint, base_loader, build_student, parameter_counts, trainable_state
@@ -227,8 +227,7 @@ class Trainer:
                              "raise train.steps to continue")
         return ckpt
 
-    def _data(self, accelerator) -> tuple[TrainingData, dict | None]:
-        data = load_training_data(self.config.data)
+    def _data(self, accelerator, data: TrainingData) -> tuple[TrainingData, dict | None]:
         detected = None
         if self.config.pairs.source != "ground-truth":
             cache = cache_path(self.config.pairs, data.source)
@@ -251,8 +250,13 @@ class Trainer:
                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         main = accelerator.is_main_process
         self._check_accelerator(accelerator)
+        data = load_training_data(self.config.data)
+        if cfg.train.epochs is not None:  # the schedule in epochs: the step count follows from the data
+            steps = steps_of_epochs(cfg.train, len(data.train), accelerator.num_processes)
+            cfg = self.config = replace(cfg, train=replace(cfg.train, steps=steps))
+            log.info("train.epochs %g over %d images: %d steps", cfg.train.epochs, len(data.train), steps)
         ckpt = self._checkpoint(accelerator.num_processes)
-        data, detected = self._data(accelerator)
+        data, detected = self._data(accelerator, data)
         vocab = data.vocabulary
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
