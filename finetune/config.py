@@ -146,6 +146,31 @@ class DataConfig:
             check_range(self.max_images, "data.max_images", 1)
 
 
+DAHOI_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)  # DA-HOI's multi-scale resize
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (``hoi_mllm.finetune.augment``, DA-HOI's ``qwen_augmentation``); all off by default."""
+
+    flip: bool = _help("horizontal flip with its boxes, probability 0.5 (DA-HOI: on)", default=False)
+    color_jitter: float = _help("brightness / contrast / saturation jitter strength (DA-HOI: 0.4; 0: off)",
+                                default=0.0)
+    scales: list[int] = _help("shorter sides of the multi-scale resize, longer side at most 1333 (DA-HOI: 480..800 "
+                              "in steps of 32; empty: off)", default_factory=list)
+    crop: bool = _help("half the time: resize to 400/500/600, a 384..600 crop holding every annotated box, then "
+                       "the multi-scale resize (DA-HOI: on)", default=False)
+
+    def __post_init__(self):
+        check_range(self.color_jitter, "augment.color_jitter", 0, 1)
+        for s in self.scales:
+            check_range(s, "augment.scales[]", 1)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip or self.color_jitter > 0 or self.scales or self.crop)
+
+
 @dataclass(frozen=True)
 class PairsConfig:
     """Training pairs: proposed from ground-truth boxes, a detector's boxes, or both."""
@@ -344,6 +369,7 @@ class FinetuneConfig:
     adapter: AdapterConfig = _help("what trains in the base model", default_factory=AdapterConfig)
     data: DataConfig = _help("training data", default_factory=DataConfig)
     pairs: PairsConfig = _help("training pairs", default_factory=PairsConfig)
+    augment: AugmentConfig = _help("training augmentation", default_factory=AugmentConfig)
     matcher: MatcherConfig = _help("two-stage matching", default_factory=MatcherConfig)
     teacher: TeacherConfig = _help("soft targets of potential pairs", default_factory=TeacherConfig)
     loss: LossConfig = _help("loss terms and weights", default_factory=LossConfig)

@@ -29,10 +29,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
+from hoi_mllm.finetune.augment import augment
 from hoi_mllm.finetune.checkpoint import (
     CheckpointError,
     check_base,
@@ -302,13 +304,19 @@ class Trainer:
         accelerator.end_training()
         return result
 
-    def _items(self, data: TrainingData, detected, indices: list[int]) -> list[TrainItem]:
+    def _items(self, data: TrainingData, detected, indices: list[int], batch_index: int) -> list[TrainItem]:
+        """The batch's images with their boxes, augmented (``augment``) from a generator seeded by
+        ``(train.seed, batch_index, image)``: a resumed run draws the same augmentation."""
         items = []
+        augment_config = self.config.augment
         for i in indices:
             s = data.train[i]
             image = s.load_image()
-            items.append(TrainItem(i, s, image, training_detections(self.config.pairs, s, image.size, detected,
-                                                                    data.vocabulary.name)))
+            dets = training_detections(self.config.pairs, s, image.size, detected, data.vocabulary.name)
+            if augment_config.active:
+                rng = np.random.default_rng([self.config.train.seed, batch_index, i])
+                image, s, dets = augment(image, s, dets, augment_config, rng)
+            items.append(TrainItem(i, s, image, dets))
         return items
 
     def _loop(self, accelerator, model, step_module: TrainingStep, optimizer, scheduler, teacher, data, detected,
@@ -328,7 +336,7 @@ class Trainer:
         step = start_step
         while step < cfg.train.steps:
             for _ in range(cfg.train.gradient_accumulation):
-                items = self._items(data, detected, stream.batch(batch_index))
+                items = self._items(data, detected, stream.batch(batch_index), batch_index)
                 with accelerator.accumulate(model):
                     terms = model(items, step_seed=batch_index)
                     check_finite(accelerator, terms, step + 1, batch_index, items)
