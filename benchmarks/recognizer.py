@@ -6,7 +6,9 @@ visual tokens after Qwen's 2 x 2 merge) for:
 
   (a) one-pass deterministic matching over a shared, cached image prefix (the recogniser's
       inference path), both candidate placements: ``suffix`` (candidates after each pair's tokens)
-      and ``prefix`` (candidates once per object class in the shared prefix);
+      and ``prefix`` (candidates once per object class in the shared prefix), and ``a-grounded``:
+      ``suffix`` with the grounded prompt (``RecogniserConfig.grounded``, DA-HOI's: each suffix opens
+      with the person's and the object's boxes as text), beside the old one;
   (b) each pair with its own full prompt, pairs one at a time, same scores as (a)-suffix, two ways:
       ``b-full``: the whole prompt per pair, vision encoder included (a pair per forward, as DA-HOI's
       public code runs); ``b-per-pair``: the image encoded once and only the language-model prefix
@@ -169,6 +171,7 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}")
     base = RecogniserConfig(max_pairs_per_pass=64)
     rec = {p: HOIRecogniser(backbone, vocab, replace(base, candidate_placement=p)).eval() for p in ("suffix", "prefix")}
+    rec["grounded"] = HOIRecogniser(backbone, vocab, replace(base, grounded=True)).eval()
     per_pair = HOIRecogniser(backbone, vocab, replace(base, max_pairs_per_pass=1)).eval()  # same seed, same weights
     lengths = {p: record_lengths(r) for p, r in rec.items()}
     scorer_shared = LikelihoodScorer(backbone, vocab, LikelihoodConfig(max_rows_per_pass=256))
@@ -177,6 +180,7 @@ def main(argv=None) -> int:
     methods = {
         "a-suffix": lambda im, pr: rec["suffix"].recognise(im, pr),
         "a-prefix": lambda im, pr: rec["prefix"].recognise(im, pr),
+        "a-grounded": lambda im, pr: rec["grounded"].recognise(im, pr),
         "b-full": lambda im, pr: [per_pair(im, pr[[i]], mode="unshared") for i in range(len(pr))],
         "b-per-pair": lambda im, pr: per_pair(im, pr, mode="unshared"),
         "c-per-cand": lambda im, pr: scorer_each(im, pr, mode="unshared"),
@@ -243,8 +247,9 @@ def main(argv=None) -> int:
             r = [results[other][n][metric] / results[a][n][metric] if n in results[other] else float("nan")
                  for n in args.pairs]
             print(f"{other + ' / ' + a:<26}" + "".join(f"{x:>10.1f}x" for x in r))
-    r = [results["a-suffix"][n][metric] / results["a-prefix"][n][metric] for n in args.pairs]
-    print(f"{'a-suffix / a-prefix':<26}" + "".join(f"{x:>10.2f}x" for x in r))
+    for num, den in (("a-suffix", "a-prefix"), ("a-grounded", "a-suffix")):
+        r = [results[num][n][metric] / results[den][n][metric] for n in args.pairs]
+        print(f"{num + ' / ' + den:<26}" + "".join(f"{x:>10.2f}x" for x in r))
     print("\nlargest |score logit (a) - (b)|: " + ", ".join(f"{n} pairs {diffs[n]:.2e}" for n in args.pairs))
     if device.type == "cuda":
         print("\npeak GPU memory (GiB)")

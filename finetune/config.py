@@ -12,6 +12,8 @@ two-stage matching), ``teacher`` (soft targets of potential pairs), ``loss``, ``
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -142,6 +144,31 @@ class DataConfig:
         check_range(self.val_images, "data.val_images", 0)
         if self.max_images is not None:
             check_range(self.max_images, "data.max_images", 1)
+
+
+DAHOI_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)  # DA-HOI's multi-scale resize
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (``hoi_mllm.finetune.augment``, DA-HOI's ``qwen_augmentation``); all off by default."""
+
+    flip: bool = _help("horizontal flip with its boxes, probability 0.5 (DA-HOI: on)", default=False)
+    color_jitter: float = _help("brightness / contrast / saturation jitter strength (DA-HOI: 0.4; 0: off)",
+                                default=0.0)
+    scales: list[int] = _help("shorter sides of the multi-scale resize, longer side at most 1333 (DA-HOI: 480..800 "
+                              "in steps of 32; empty: off)", default_factory=list)
+    crop: bool = _help("half the time: resize to 400/500/600, a 384..600 crop holding every annotated box, then "
+                       "the multi-scale resize (DA-HOI: on)", default=False)
+
+    def __post_init__(self):
+        check_range(self.color_jitter, "augment.color_jitter", 0, 1)
+        for s in self.scales:
+            check_range(s, "augment.scales[]", 1)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip or self.color_jitter > 0 or self.scales or self.crop)
 
 
 @dataclass(frozen=True)
@@ -286,7 +313,10 @@ class OptimConfig:
 class TrainConfig:
     """The loop: steps, batch, accumulation, precision, logging and checkpoints."""
 
-    steps: int = _help("optimiser steps", default=1000)
+    steps: int = _help("optimiser steps (derived from train.epochs when that is set)", default=1000)
+    epochs: float | None = _help("schedule length in epochs over the training images (DA-HOI: 16); when set, "
+                                 "train.steps = ceil(epochs * images / (batch_size * gradient_accumulation * "
+                                 "processes)); null: train.steps as given", default=None)
     batch_size: int = _help("images per forward, per process", default=8)
     gradient_accumulation: int = _help("forwards per optimiser step", default=1)
     mixed_precision: str = _help("accelerate mixed precision: no, bf16, fp16", default="no")
@@ -302,7 +332,17 @@ class TrainConfig:
         for name, low in (("steps", 1), ("batch_size", 1), ("gradient_accumulation", 1), ("log_every", 1),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             check_range(getattr(self, name), f"train.{name}", low)
+        if self.epochs is not None:
+            check_range(self.epochs, "train.epochs", 0, low_open=True)
         check_choice(self.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+
+
+def steps_of_epochs(train: TrainConfig, images: int, processes: int = 1) -> int:
+    """Optimiser steps of ``train.epochs`` epochs over ``images`` training images (``train.steps`` when unset)."""
+    if train.epochs is None:
+        return train.steps
+    per_step = train.batch_size * train.gradient_accumulation * processes
+    return max(1, math.ceil(train.epochs * images / per_step))
 
 
 @dataclass(frozen=True)
@@ -329,6 +369,7 @@ class FinetuneConfig:
     adapter: AdapterConfig = _help("what trains in the base model", default_factory=AdapterConfig)
     data: DataConfig = _help("training data", default_factory=DataConfig)
     pairs: PairsConfig = _help("training pairs", default_factory=PairsConfig)
+    augment: AugmentConfig = _help("training augmentation", default_factory=AugmentConfig)
     matcher: MatcherConfig = _help("two-stage matching", default_factory=MatcherConfig)
     teacher: TeacherConfig = _help("soft targets of potential pairs", default_factory=TeacherConfig)
     loss: LossConfig = _help("loss terms and weights", default_factory=LossConfig)

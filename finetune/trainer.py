@@ -26,13 +26,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
+from hoi_mllm.finetune.augment import augment
 from hoi_mllm.finetune.checkpoint import (
     CheckpointError,
     check_base,
@@ -43,7 +45,7 @@ from hoi_mllm.finetune.checkpoint import (
     save_checkpoint,
     save_rng,
 )
-from hoi_mllm.finetune.config import FinetuneConfig, OptimConfig
+from hoi_mllm.finetune.config import FinetuneConfig, OptimConfig, steps_of_epochs
 from hoi_mllm.finetune.data import BatchStream, TrainingData, cache_path, detector_detections, load_training_data, \
     training_detections
 from hoi_mllm.finetune.model import base_fingerprint, base_loader, build_student, parameter_counts, trainable_state
@@ -227,8 +229,7 @@ class Trainer:
                              "raise train.steps to continue")
         return ckpt
 
-    def _data(self, accelerator) -> tuple[TrainingData, dict | None]:
-        data = load_training_data(self.config.data)
+    def _data(self, accelerator, data: TrainingData) -> tuple[TrainingData, dict | None]:
         detected = None
         if self.config.pairs.source != "ground-truth":
             cache = cache_path(self.config.pairs, data.source)
@@ -251,8 +252,13 @@ class Trainer:
                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         main = accelerator.is_main_process
         self._check_accelerator(accelerator)
+        data = load_training_data(self.config.data)
+        if cfg.train.epochs is not None:  # the schedule in epochs: the step count follows from the data
+            steps = steps_of_epochs(cfg.train, len(data.train), accelerator.num_processes)
+            cfg = self.config = replace(cfg, train=replace(cfg.train, steps=steps))
+            log.info("train.epochs %g over %d images: %d steps", cfg.train.epochs, len(data.train), steps)
         ckpt = self._checkpoint(accelerator.num_processes)
-        data, detected = self._data(accelerator)
+        data, detected = self._data(accelerator, data)
         vocab = data.vocabulary
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -298,13 +304,19 @@ class Trainer:
         accelerator.end_training()
         return result
 
-    def _items(self, data: TrainingData, detected, indices: list[int]) -> list[TrainItem]:
+    def _items(self, data: TrainingData, detected, indices: list[int], batch_index: int) -> list[TrainItem]:
+        """The batch's images with their boxes, augmented (``augment``) from a generator seeded by
+        ``(train.seed, batch_index, image)``: a resumed run draws the same augmentation."""
         items = []
+        augment_config = self.config.augment
         for i in indices:
             s = data.train[i]
             image = s.load_image()
-            items.append(TrainItem(i, s, image, training_detections(self.config.pairs, s, image.size, detected,
-                                                                    data.vocabulary.name)))
+            dets = training_detections(self.config.pairs, s, image.size, detected, data.vocabulary.name)
+            if augment_config.active:
+                rng = np.random.default_rng([self.config.train.seed, batch_index, i])
+                image, s, dets = augment(image, s, dets, augment_config, rng)
+            items.append(TrainItem(i, s, image, dets))
         return items
 
     def _loop(self, accelerator, model, step_module: TrainingStep, optimizer, scheduler, teacher, data, detected,
@@ -324,7 +336,7 @@ class Trainer:
         step = start_step
         while step < cfg.train.steps:
             for _ in range(cfg.train.gradient_accumulation):
-                items = self._items(data, detected, stream.batch(batch_index))
+                items = self._items(data, detected, stream.batch(batch_index), batch_index)
                 with accelerator.accumulate(model):
                     terms = model(items, step_seed=batch_index)
                     check_finite(accelerator, terms, step + 1, batch_index, items)

@@ -220,21 +220,53 @@ def test_qwen_min_max_pixels_bound_the_grid(image):
         load_backbone("tiny-qwen2-vl", min_pixels=10**6, max_pixels=10**4)
 
 
+@pytest.mark.parametrize("size", [(200, 300), (480, 640), (333, 500)])
+@torch.no_grad()
+def test_box_text_round_trips(backbones, size):
+    """Box -> the family's grounding text -> the numbers the family's processor implies for the resized image."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    h, w = size
+    image = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    box = torch.tensor([0.1 * w, 0.1 * h + 0.3, 0.5 * w + 0.7, 0.999 * h])
+    rel = (box / torch.tensor([w, h, w, h], dtype=box.dtype)).double().tolist()
+    # Qwen2-VL: integers in [0, 1000) inside its box tokens, independent of the resize
+    q2 = backbones["tiny-qwen2-vl"]
+    text = q2.box_text(box, q2.encode_prefix(image))
+    m = re.fullmatch(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>", text)
+    assert m, text
+    assert [int(v) for v in m.groups()] == [min(int(r * 1000), 999) for r in rel]
+    assert all(0 <= int(v) < 1000 for v in m.groups())
+    # Qwen2.5-VL: pixels of the smart-resized input (DA-HOI: int(x / W * resized width))
+    q25 = backbones["tiny-qwen2.5-vl"]
+    enc = q25.encode_prefix(image)
+    size_cfg = q25.image_kwargs["size"]
+    rh, rw = smart_resize(h, w, factor=q25.patch_size * q25.merge_size, min_pixels=size_cfg["shortest_edge"],
+                          max_pixels=size_cfg["longest_edge"])
+    assert enc.input_size == (rw, rh)
+    numbers = [int(v) for v in q25.box_text(box, enc).split(",")]
+    assert numbers == [int(r * s) for r, s in zip(rel, (rw, rh, rw, rh))]
+    assert all(0 <= n <= s for n, s in zip(numbers, (rw, rh, rw, rh)))
+    # LLaVA-style: normalised coordinates (the square resize keeps them), two decimals
+    for name in ("tiny-llava", "tiny-llava-onevision"):
+        bb = backbones[name]
+        text = bb.box_text(box, bb.encode_prefix(image))
+        m = re.fullmatch(r"\[([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+)\]", text)
+        assert m, text
+        assert [float(v) for v in m.groups()] == pytest.approx(rel, abs=0.005 + 1e-9)
+
+
 @torch.no_grad()
 def test_box_text_formats(backbones, image):
     box = torch.tensor([30.0, 20.0, 150.0, 200.0])
     q2 = backbones["tiny-qwen2-vl"]
-    enc = q2.encode_prefix(image)
-    assert q2.box_text(box, enc, "person") == (
-        "<|object_ref_start|>person<|object_ref_end|><|box_start|>(100,100),(500,1000)<|box_end|>")
+    assert q2.box_text(box, q2.encode_prefix(image)) == "<|box_start|>(100,100),(500,999)<|box_end|>"
     q25 = backbones["tiny-qwen2.5-vl"]
     enc = q25.encode_prefix(image)
     assert enc.input_size == (308, 196)
-    got = json.loads(q25.box_text(box, enc, "person"))
-    assert got == {"bbox_2d": [31, 20, 154, 196], "label": "person"}
+    assert q25.box_text(box, enc) == "30,19,154,196"
     llava = backbones["tiny-llava"]
-    enc = llava.encode_prefix(image)
-    assert llava.box_text(box, enc, "cup") == "cup [0.10, 0.10, 0.50, 1.00]"
+    assert llava.box_text(box, llava.encode_prefix(image)) == "[0.10, 0.10, 0.50, 1.00]"
 
 
 def test_special_tokens_in_every_tokenizer(backbones):

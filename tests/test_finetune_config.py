@@ -112,3 +112,22 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path):
     assert main(["finetune", "rare_first", "optim.lr=2e-4", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["optim"]["lr"] == pytest.approx(2e-4) and printed["data"]["split"] == "rare_first"
+
+
+def test_dahoi_switches_in_the_real_recipes_and_epochs():
+    from hoi_mllm.finetune.config import steps_of_epochs
+
+    for name in ("hico_det", "rare_first", "vcoco"):
+        cfg = load_config(name)
+        rec = cfg.model.recogniser
+        assert rec.grounded and rec.match_init == "mean" and rec.shuffle_candidates, name
+        assert not cfg.adapter.train_projector and cfg.train.epochs == 16, name
+    synthetic = load_config("synthetic")
+    assert synthetic.train.epochs is None and not synthetic.model.recogniser.grounded
+    train = load_config("hico_det").train  # 8 images x 2 accumulation
+    assert steps_of_epochs(train, 37633) == 37633 and steps_of_epochs(train, 37633, processes=4) == 9409
+    assert steps_of_epochs(synthetic.train, 10**6) == synthetic.train.steps  # no epochs: steps as given
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config("hico_det", {"train.epochs": 0})
+    with pytest.raises(ConfigError, match="match_init"):
+        load_config("hico_det", {"model.recogniser.match_init": "avg"})

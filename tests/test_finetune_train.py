@@ -65,9 +65,14 @@ def test_loss_falls_and_the_run_writes_its_folder(world, tmp_path):
 
 
 def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(world, tmp_path):
-    cfg = small(world, **{"train.steps": 6, "train.checkpoint_every": 3, "teacher.kind": "ema",
-                          "model.recogniser.shuffle_candidates": True, "adapter.dropout": 0.1})
-    finetune(cfg, tmp_path / "straight", progress=False)
+    # DA-HOI's switches on: candidates shuffled, grounded prompt, mean match init, augmentation, epochs
+    # (20 training images at 2 per step: 0.6 epochs = 6 steps)
+    cfg = small(world, **{"train.epochs": 0.6, "train.checkpoint_every": 3, "teacher.kind": "ema",
+                          "model.recogniser.shuffle_candidates": True, "adapter.dropout": 0.1,
+                          "model.recogniser.grounded": True, "model.recogniser.match_init": "mean",
+                          "augment.flip": True, "augment.color_jitter": 0.4, "augment.scales": [112, 144],
+                          "augment.crop": True})
+    assert finetune(cfg, tmp_path / "straight", progress=False).steps == 6
     interrupted = finetune(cfg, tmp_path / "resumed", progress=False, stop_after=3)
     assert interrupted.final_dir is None and latest_checkpoint(tmp_path / "resumed").step == 3
     resumed = finetune(cfg, tmp_path / "resumed", resume=True, progress=False)

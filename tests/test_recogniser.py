@@ -35,10 +35,11 @@ def recogniser(backbone, placement, k=1, **kw):
     return HOIRecogniser(backbone, VOCAB, config).eval()
 
 
-@pytest.mark.parametrize("placement,k", [("suffix", 1), ("suffix", 3), ("prefix", 1), ("prefix", 3)])
+@pytest.mark.parametrize("placement,k,grounded", [("suffix", 1, False), ("suffix", 3, False), ("prefix", 1, False),
+                                                  ("prefix", 3, False), ("suffix", 1, True), ("prefix", 3, True)])
 @torch.no_grad()
-def test_one_pass_equals_unshared_and_packed(tiny_qwen2_vl, noise_image, placement, k):
-    rec = recogniser(tiny_qwen2_vl, placement, k, max_pairs_per_pass=4)
+def test_one_pass_equals_unshared_and_packed(tiny_qwen2_vl, noise_image, placement, k, grounded):
+    rec = recogniser(tiny_qwen2_vl, placement, k, max_pairs_per_pass=4, grounded=grounded)
     pairs = make_pairs()
     enc = rec.encode(noise_image)
     cached = rec(enc, pairs, mode="cache")
@@ -214,6 +215,53 @@ def test_matching_helpers():
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_chunks(other_error, length_chunks(lengths, max_rows=8))
     assert calls == [4]
+
+
+@torch.no_grad()
+def test_grounded_prompt_states_the_boxes_in_the_suffix(tiny_qwen2_vl, noise_image):
+    pairs = make_pairs()
+    plain, grounded = recogniser(tiny_qwen2_vl, "suffix"), recogniser(tiny_qwen2_vl, "suffix", grounded=True)
+    enc = plain.encode(noise_image)
+    assert torch.equal(enc.input_ids, grounded.encode(noise_image).input_ids)  # the shared prefix is unchanged
+    objects = plain.check_objects(pairs.object_labels)
+    g = grounded._groundings(enc, pairs, objects)
+    assert all(x.numel() == 0 for x in plain._groundings(enc, pairs, objects))
+    text = tiny_qwen2_vl.tokenizer.decode(g[0])
+    assert tiny_qwen2_vl.box_text(torch.as_tensor(pairs.human_boxes[0]), enc) in text
+    assert tiny_qwen2_vl.box_text(torch.as_tensor(pairs.object_boxes[0]), enc) in text
+    a, b = plain(enc, pairs), grounded(enc, pairs)
+    assert torch.equal(a.candidates, b.candidates)
+    assert (a.verb_logits - b.verb_logits)[a.valid].abs().max() > 1e-4  # the question reaches the scores
+    # moving one pair's box changes its grounding text and hence its scores, not only SAP's input
+    moved = make_pairs()
+    moved.object_boxes[0] = torch.as_tensor(moved.object_boxes[0]) + 3
+    g2 = grounded._groundings(enc, moved, objects)
+    assert not torch.equal(g[0], g2[0]) and torch.equal(g[1], g2[1])
+
+
+def test_grounded_needs_box_placeholders(tmp_path, tiny_qwen2_vl):
+    import json
+
+    data = load_templates("default").to_dict()
+    data["matching"]["grounding"] = " The person is at {person}."
+    path = tmp_path / "no_object_box.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"no_object_box.json: matching.grounding must contain.*missing \{object\}"):
+        recogniser(tiny_qwen2_vl, "suffix", template=str(path), grounded=True)
+    recogniser(tiny_qwen2_vl, "suffix", template=str(path), grounded=False)  # ungrounded does not need them
+    del data["matching"]["grounding"]  # optional in a file: templates written before it still load
+    path.write_text(json.dumps(data))
+    assert load_templates(path).matching.grounding == ""
+    with pytest.raises(ValueError, match="matching.grounding must contain"):
+        recogniser(tiny_qwen2_vl, "suffix", template=str(path), grounded=True)
+
+
+def test_match_init_mean(tiny_qwen2_vl):
+    rec = recogniser(tiny_qwen2_vl, "suffix", match_init="mean")
+    mean = tiny_qwen2_vl.model.get_input_embeddings().weight.detach().float().mean(0)
+    assert torch.allclose(rec.match_embedding.detach().float().cpu(), mean.cpu())
+    with pytest.raises(ValueError, match="match_init 'avg' not allowed; allowed: random, mean"):
+        RecogniserConfig(match_init="avg")
 
 
 def test_templates_are_data_and_validated(tmp_path):

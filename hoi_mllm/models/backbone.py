@@ -11,8 +11,9 @@ embeddings and hidden states. An adapter wraps a real transformers MLLM and answ
   :meth:`Backbone.run_suffixes`, inference), as one packed sequence with a block attention mask
   (:meth:`Backbone.run_packed`, training: works with gradient checkpointing), and as the unshared
   reference where every suffix gets its own full prompt (:meth:`Backbone.run_unshared`);
-* the chat format of the family (:attr:`Backbone.chat`) and its box-grounding syntax for the
-  training-free mode (:meth:`Backbone.box_text`).
+* the chat format of the family (:attr:`Backbone.chat`) and its box-grounding convention
+  (:meth:`Backbone.box_text`), which both the grounded matching prompt and the training-free
+  question use to state a pair's boxes as text.
 
 Shapes: ``T`` prefix length, ``P`` number of suffixes (pairs or pair-candidate rows), ``L`` the
 longest suffix (shorter ones are right-padded: with causal attention, padding after a token never
@@ -311,8 +312,13 @@ class Backbone(nn.Module):
         """
         raise NotImplementedError
 
-    def box_text(self, box: Tensor, enc: ImageEncoding, label: str) -> str:
-        """Refer to a box (xyxy pixels of the original image) in the family's grounding syntax."""
+    def box_text(self, box: Tensor, enc: ImageEncoding) -> str:
+        """A box (xyxy pixels of the original image) as text in the family's grounding convention.
+
+        The one place that knows the convention: the grounded matching prompt
+        (``RecogniserConfig.grounded``) and the training-free question both call it. The text goes
+        in a pair's suffix, never in the shared image prefix.
+        """
         raise NotImplementedError
 
     # ------------------------------------------------------------------ positions

@@ -2,7 +2,7 @@
 
 For every pair, a question names the person and the object in the family's grounding syntax
 (``Backbone.box_text``: for Qwen2-VL ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, for Qwen2.5-VL
-its ``bbox_2d`` JSON); the assistant turn then holds a candidate phrase, and the phrase's score
+``x1,y1,x2,y2`` in pixels of the resized input, as DA-HOI writes them); the assistant turn then holds a candidate phrase, and the phrase's score
 is its length-normalised log-likelihood (mean log-probability of its tokens). Rows are
 (pair, candidate) combinations, all of an image in one batched pass over the shared cached image
 prefix, chunked by ``max_rows_per_pass``. Nothing is generated.
@@ -129,8 +129,8 @@ class LikelihoodScorer(nn.Module):
         """The per-pair question, then the end of the user turn and the start of the assistant turn."""
         name = self.vocabulary.object_name(obj)
         text = self.templates.training_free.question.format(
-            person=self.backbone.box_text(human_box, enc, "person"),
-            object=self.backbone.box_text(object_box, enc, name), object_name=name)
+            person=self.backbone.box_text(human_box, enc),
+            object=self.backbone.box_text(object_box, enc), object_name=name)
         return text + self.backbone.chat.user_end + self.backbone.chat.assistant_start
 
     def build_rows(self, enc: ImageEncoding, pairs: Pairs, allowed=None):

@@ -96,14 +96,13 @@ class LlavaBackbone(Backbone):
             image_span=(start, start + visual.shape[0]),
         )
 
-    def box_text(self, box: Tensor, enc: ImageEncoding, label: str) -> str:
-        """``label [x1, y1, x2, y2]`` with coordinates normalised to 0..1 (two decimals), as LLaVA-1.5's
-        referring data writes boxes."""
+    def box_text(self, box: Tensor, enc: ImageEncoding) -> str:
+        """``[x1, y1, x2, y2]`` normalised to 0..1 (two decimals), as LLaVA-1.5's referring data writes
+        boxes (the square resize keeps normalised coordinates)."""
         box = torch.as_tensor(box, dtype=torch.float64).flatten().tolist()
         width, height = enc.image_size
         coords = ", ".join(f"{min(max(v / s, 0.0), 1.0):.2f}" for v, s in zip(box, (width, height) * 2))
-        return f"{label} [{coords}]"
-
+        return f"[{coords}]"
 
 class LlavaOnevisionBackbone(LlavaBackbone):
     """Adapter of ``LlavaOnevisionForConditionalGeneration``: base view only (see the module docstring)."""

@@ -3,8 +3,11 @@
 A template file (``"format": "hoi-mllm/templates"``) has two sections of Python format strings:
 
 ``matching`` (the fine-tuned recogniser, one-pass deterministic matching)
-    ``text_before_image``, ``instruction`` (after the image; no placeholders), ``question`` (per
-    pair, after the pair tokens; ``{object}``), ``candidate`` (one candidate phrase, followed by
+    ``text_before_image``, ``instruction`` (after the image; no placeholders), ``grounding``
+    (optional, default empty; per pair, before the pair tokens, used when the recogniser is
+    ``grounded``: ``{person}`` and ``{object}`` are the boxes in the family's grounding convention
+    from ``Backbone.box_text``, ``{object_name}`` the class name; grounded mode requires
+    ``{person}`` and ``{object}``), ``question`` (per pair, after the pair tokens; ``{object}``), ``candidate`` (one candidate phrase, followed by
     ``<|match|>``; ``{phrase}``, ``{verb}``, ``{object}``), ``candidates_header`` (prefix
     placement: opens the candidates of one object class in the shared prefix; ``{object}``) and
     ``answer`` (prefix placement: precedes the per-pair ``<|answer|>`` token; no placeholders).
@@ -33,9 +36,12 @@ FORMAT = "hoi-mllm/templates"
 
 # field -> placeholders it may use
 MATCHING_FIELDS = {
-    "text_before_image": (), "instruction": (), "question": ("object",),
+    "text_before_image": (), "instruction": (), "grounding": ("person", "object", "object_name"),
+    "question": ("object",),
     "candidate": ("phrase", "verb", "object"), "candidates_header": ("object",), "answer": (),
 }
+OPTIONAL_FIELDS = {"grounding": ""}  # field -> value when a template file leaves it out
+GROUNDING_PLACEHOLDERS = ("person", "object")  # what the grounded mode needs in matching.grounding
 TRAINING_FREE_FIELDS = {
     "text_before_image": (), "instruction": (), "question": ("person", "object", "object_name"),
     "answer": ("phrase", "verb", "object"),
@@ -52,6 +58,7 @@ class MatchingTemplate:
     candidate: str
     candidates_header: str
     answer: str
+    grounding: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,18 @@ class PromptTemplates:
     name: str
     matching: MatchingTemplate
     training_free: TrainingFreeTemplate
+    origin: str = ""
+
+    def check_grounding(self) -> None:
+        """Raise ``ValueError`` naming the template file and key when ``matching.grounding`` lacks a
+        box placeholder the grounded mode needs."""
+        names = placeholders(self.matching.grounding)
+        missing = [n for n in GROUNDING_PLACEHOLDERS if n not in names]
+        if missing:
+            raise ValueError(f"{self.origin or self.name}: matching.grounding must contain "
+                             f"{', '.join('{' + n + '}' for n in GROUNDING_PLACEHOLDERS)} for the grounded prompt "
+                             f"(recogniser.grounded: true); missing {', '.join('{' + n + '}' for n in missing)} in "
+                             f"{self.matching.grounding!r}. Add them, or set recogniser.grounded: false")
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": 1, "name": self.name,
@@ -81,9 +100,15 @@ def builtin_templates() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
+def placeholders(text: str) -> set[str]:
+    """Names of the ``{...}`` placeholders of a format string."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
 def _check_section(section: dict, allowed: dict[str, tuple[str, ...]], where: str) -> dict:
     if not isinstance(section, dict):
         raise ValueError(f"{where}: must be an object with fields {', '.join(allowed)}")
+    section = {**{k: v for k, v in OPTIONAL_FIELDS.items() if k in allowed}, **section}
     missing = [k for k in allowed if k not in section]
     unknown = [k for k in section if k not in allowed]
     if missing or unknown:
@@ -92,7 +117,7 @@ def _check_section(section: dict, allowed: dict[str, tuple[str, ...]], where: st
         if not isinstance(text, str):
             raise ValueError(f"{where}.{key}: must be a string, got {type(text).__name__}")
         try:
-            names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+            names = placeholders(text)
         except ValueError as exc:
             raise ValueError(f"{where}.{key}: not a valid format string ({exc})") from exc
         bad = sorted(names - set(allowed[key]))
@@ -107,7 +132,8 @@ def templates_from_dict(data: dict, origin: str = "<dict>") -> PromptTemplates:
         raise ValueError(f"{origin}: 'format' must be {FORMAT!r}")
     m = _check_section(data.get("matching"), MATCHING_FIELDS, f"{origin}: matching")
     t = _check_section(data.get("training_free"), TRAINING_FREE_FIELDS, f"{origin}: training_free")
-    return PromptTemplates(str(data.get("name", Path(origin).stem)), MatchingTemplate(**m), TrainingFreeTemplate(**t))
+    return PromptTemplates(str(data.get("name", Path(origin).stem)), MatchingTemplate(**m), TrainingFreeTemplate(**t),
+                           origin)
 
 
 @lru_cache(maxsize=None)
@@ -165,6 +191,13 @@ class PromptIds:
         """``[L]`` the per-pair question for an object id."""
         return self._ids(("question", obj), self.templates.matching.question.format(
             object=self.vocabulary.object_name(obj)))
+
+    def grounding(self, person: str, obj_box: str, obj: int) -> Tensor:
+        """``[L]`` the per-pair grounding text (boxes already in the family's convention); not cached:
+        coordinates differ from pair to pair."""
+        text = self.templates.matching.grounding.format(person=person, object=obj_box,
+                                                        object_name=self.vocabulary.object_name(obj))
+        return self.backbone.tokenize(text) if text else torch.zeros(0, dtype=torch.long)
 
     def candidate(self, cls: int) -> Tensor:
         """``[L]`` one candidate phrase (the caller appends ``<|match|>``)."""

@@ -17,8 +17,6 @@ family's chat template writes it.
 """
 from __future__ import annotations
 
-import json
-
 import torch
 from torch import Tensor
 
@@ -107,19 +105,19 @@ class QwenVLBackbone(Backbone):
             image_span=(start, start + hg * wg),
         )
 
-    def box_text(self, box: Tensor, enc: ImageEncoding, label: str) -> str:
-        """A box (xyxy pixels of the original image) in Qwen's grounding syntax.
+    def box_text(self, box: Tensor, enc: ImageEncoding) -> str:
+        """A box (xyxy pixels of the original image) in the family's grounding convention.
 
-        Qwen2-VL: ``<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``
-        with coordinates normalised to 0..1000. Qwen2.5-VL: its JSON grounding format
-        ``{"bbox_2d": [x1, y1, x2, y2], "label": "label"}`` in absolute pixels of the resized input.
+        Qwen2-VL: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` with integers in ``[0, 1000)``
+        (``floor(x / W * 1000)``, clamped), its published referring format. Qwen2.5-VL: absolute
+        pixels of the resized input image (the smart-resized ``input_size``), ``x1,y1,x2,y2`` as
+        DA-HOI's ``data_da_hoi.py`` writes them: ``int(x / W * input_width)`` (truncated).
         """
         box = torch.as_tensor(box, dtype=torch.float64).flatten().tolist()
         width, height = enc.image_size
+        rel = [min(max(v / s, 0.0), 1.0) for v, s in zip(box, (width, height) * 2)]
         if self.family == "qwen2-vl":
-            x1, y1, x2, y2 = (round(min(max(v / s, 0.0), 1.0) * 1000) for v, s in zip(box, (width, height) * 2))
-            return (f"<|object_ref_start|>{label}<|object_ref_end|>"
-                    f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>")
+            x1, y1, x2, y2 = (min(int(r * 1000), 999) for r in rel)
+            return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
         in_w, in_h = enc.input_size
-        coords = [round(min(max(v, 0.0), s) * t / s) for v, s, t in zip(box, (width, height) * 2, (in_w, in_h) * 2)]
-        return json.dumps({"bbox_2d": coords, "label": label})
+        return ",".join(str(int(r * s)) for r, s in zip(rel, (in_w, in_h) * 2))

@@ -7,11 +7,11 @@ of the pair's object class (the vocabulary's prior) are scored in one forward pa
 (``RecogniserConfig.candidate_placement``):
 
 ``suffix`` (DA-HOI)
-    suffix = ``<pair tokens> question cand_1 <match> cand_2 <match> ...``;
+    suffix = ``[grounding] <pair tokens> question cand_1 <match> cand_2 <match> ...``;
     ``logit_c = scale * cos(h_pair, h_match_c) + bias``, ``h_pair`` the state at the last pair token.
 ``prefix``
     the candidates of every object class in the image go once into the shared prefix, each
-    followed by ``<match>``; suffix = ``<pair tokens> question answer <answer>``;
+    followed by ``<match>``; suffix = ``[grounding] <pair tokens> question answer <answer>``;
     ``logit_c = scale * cos(h_answer, h_match_c) + bias``.
 
 ``suffix`` is the default: it is the more accurate of the two. Measured on the synthetic world
@@ -20,6 +20,11 @@ boxes): held-out Full mAP 61.9 with ``suffix`` against 23.6 with ``prefix`` (See
 60.6 / 14.9), while ``prefix`` trained 1.3x faster (33.0 against 24.7 images/s) and scores 1.4x faster
 (``benchmarks/recognizer.py``): in ``prefix`` the candidates' states cannot see the pair, so the
 single answer state must carry the whole decision.
+
+``[grounding]`` (``RecogniserConfig.grounded``, DA-HOI's prompt): the template's
+``matching.grounding`` with the person's and the object's boxes as text in the backbone family's
+grounding convention (:meth:`Backbone.box_text`); it is per pair, so it lives in the suffix and the
+shared image prefix stays exact.
 
 ``<match>`` and ``<answer>`` get embeddings owned by the recogniser (not the LM's embedding
 matrix). Scores are multi-label sigmoids; no text is generated. Three run modes give the same
@@ -51,6 +56,7 @@ from hoi_mllm.prompts.vocabulary import VocabularyError, load_vocabulary
 from hoi_mllm.records import Pairs
 
 PLACEMENTS = ("suffix", "prefix")
+MATCH_INITS = ("random", "mean")
 MODES = ("cache", "packed", "unshared")
 
 
@@ -63,6 +69,13 @@ class RecogniserConfig:
         candidate_placement: ``suffix`` (candidates after each pair's tokens, DA-HOI) or ``prefix``
             (candidates once per object class in the shared prefix, one answer token per pair).
         template: prompt template, a built-in name (``default``) or a JSON path.
+        grounded: each pair's suffix opens with the template's ``matching.grounding`` text, the
+            person's and the object's boxes in the backbone family's grounding convention
+            (``Backbone.box_text``), before the pair tokens, as DA-HOI's prompt states them; the
+            shared image prefix is unchanged.
+        match_init: initial ``<|match|>`` / ``<|answer|>`` embeddings: ``random`` (normal at the
+            LM's embedding scale) or ``mean`` (the mean row of the LM's input embeddings, DA-HOI's
+            ``hoi_embedding_token``).
         max_pairs_per_pass: suffixes per forward in ``cache`` / ``unshared`` mode (more pairs are
             chunked; on out-of-memory the chunk is halved and retried).
         max_padding: a chunk of suffixes closes before its padding tokens would exceed this share of
@@ -76,6 +89,8 @@ class RecogniserConfig:
     sap: SAPConfig = field(default_factory=SAPConfig, metadata={"help": "spatial-aware pooling"})
     candidate_placement: str = field(default="suffix", metadata={"help": "suffix | prefix"})
     template: str = field(default="default", metadata={"help": "prompt template name or path"})
+    grounded: bool = field(default=False, metadata={"help": "state the pair's boxes as text in its suffix"})
+    match_init: str = field(default="random", metadata={"help": "random | mean (DA-HOI) match embedding init"})
     max_pairs_per_pass: int = field(default=32, metadata={"help": "suffixes per forward (chunking)"})
     max_padding: float = field(default=0.1, metadata={"help": "largest share of padding tokens in a chunk"})
     shuffle_candidates: bool = field(default=False, metadata={"help": "shuffle candidates in training"})
@@ -91,6 +106,8 @@ class RecogniserConfig:
         if self.candidate_placement not in PLACEMENTS:
             raise ValueError(f"candidate_placement {self.candidate_placement!r} not allowed; "
                              f"allowed: {', '.join(PLACEMENTS)}")
+        if self.match_init not in MATCH_INITS:
+            raise ValueError(f"match_init {self.match_init!r} not allowed; allowed: {', '.join(MATCH_INITS)}")
         if int(self.max_pairs_per_pass) < 1:
             raise ValueError(f"max_pairs_per_pass must be >= 1, got {self.max_pairs_per_pass}")
         if not 0.0 <= float(self.max_padding) < 1.0:
@@ -151,6 +168,8 @@ class HOIRecogniser(nn.Module):
         self.vocabulary = load_vocabulary(vocabulary)
         self.config = config
         self.templates = load_templates(config.template)
+        if config.grounded:
+            self.templates.check_grounding()
         self.prompt_ids = PromptIds(backbone, self.vocabulary, self.templates)
         self.allowed_classes: frozenset[int] | None = None
         d = backbone.hidden_size
@@ -160,6 +179,10 @@ class HOIRecogniser(nn.Module):
             self.sap = SpatialAwarePooling(config.sap, d, embed_scale=scale)
             self.match_embedding = nn.Parameter(torch.randn(d) * scale)
             self.answer_embedding = nn.Parameter(torch.randn(d) * scale)
+        if config.match_init == "mean":
+            mean = backbone.model.get_input_embeddings().weight.detach().float().mean(0).cpu()
+            self.match_embedding.data.copy_(mean)
+            self.answer_embedding.data.copy_(mean)
         self.match_head = MatchHead(config.scale_init, config.scale_min, config.scale_max, config.bias_init)
         for module in (self.sap, self.match_head):
             module.to(backbone.device)
@@ -204,6 +227,14 @@ class HOIRecogniser(nn.Module):
     def _pair_head(self) -> Tensor:
         return torch.tensor(self.prompt_ids.pair_ids[: self.config.sap.num_pair_tokens], dtype=torch.long)
 
+    def _groundings(self, enc: ImageEncoding, pairs: Pairs, objects: list[int]) -> list[Tensor]:
+        """Per pair, ``[G]`` ids of the grounding text that opens its suffix (empty unless ``grounded``)."""
+        if not self.config.grounded:
+            return [torch.zeros(0, dtype=torch.long)] * len(objects)
+        hb, ob = torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes)
+        box = self.backbone.box_text
+        return [self.prompt_ids.grounding(box(hb[p], enc), box(ob[p], enc), o) for p, o in enumerate(objects)]
+
     # ------------------------------------------------------------------ forward
     def forward(self, image, pairs: Pairs, mode: str = "cache", allowed_classes=None,
                 generator: torch.Generator | None = None, shuffle: bool | None = None) -> RecognitionOutput:
@@ -233,10 +264,11 @@ class HOIRecogniser(nn.Module):
         gen = (generator or self._generator) if shuffle else None
         sap = self.sap(enc.grid, torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
                        enc.image_size, enc.grid_scale)
+        grounding = self._groundings(enc, pairs, objects)
         if self.config.candidate_placement == "suffix":
-            candidates, logits = self._suffix_placement(enc, objects, sap.pair_tokens, allowed, gen, mode)
+            candidates, logits = self._suffix_placement(enc, objects, grounding, sap.pair_tokens, allowed, gen, mode)
         else:
-            candidates, logits = self._prefix_placement(enc, objects, sap.pair_tokens, allowed, gen, mode)
+            candidates, logits = self._prefix_placement(enc, objects, grounding, sap.pair_tokens, allowed, gen, mode)
         return RecognitionOutput(candidates.to(logits.device), logits,
                                  torch.sigmoid(logits) * (candidates >= 0).to(logits.device), sap.interactiveness)
 
@@ -272,21 +304,22 @@ class HOIRecogniser(nn.Module):
 
         return run_chunks(rows, length_chunks(lengths, self.config.max_pairs_per_pass, self.config.max_padding))
 
-    def _suffix_placement(self, enc, objects, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
+    def _suffix_placement(self, enc, objects, grounding, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
         ids_of = self.prompt_ids
         lists = candidate_lists(self.vocabulary, objects, allowed, gen)
         candidates = pad_candidates(lists)  # [P, C]
         match = torch.tensor([ids_of.match_id])
         head = self._pair_head()
-        rows = [torch.cat([head, ids_of.question(o), *[t for c in cl for t in (ids_of.candidate(c), match)]])
-                for o, cl in zip(objects, lists)]
+        rows = [torch.cat([g, head, ids_of.question(o), *[t for c in cl for t in (ids_of.candidate(c), match)]])
+                for g, o, cl in zip(grounding, objects, lists)]
         ids, lengths = pad_ids(rows, self.pad_id)  # [P, L], [P]
         hidden, _ = self._run(enc, self._embed(ids, pair_tokens), lengths, mode)  # [P, L, D]
-        query = hidden[:, head.numel() - 1]  # [P, D] the last pair token
+        last_pair = torch.tensor([len(g) + head.numel() - 1 for g in grounding], device=hidden.device)
+        query = hidden[torch.arange(len(objects), device=hidden.device), last_pair]  # [P, D] the last pair token
         keys = gather_states(hidden, token_positions(ids, ids_of.match_id, candidates.shape[1]))  # [P, C, D]
         return candidates, self.match_head(query, keys, candidates >= 0)
 
-    def _prefix_placement(self, enc, objects, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
+    def _prefix_placement(self, enc, objects, grounding, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
         ids_of = self.prompt_ids
         present = sorted(set(objects))
         per_object = dict(zip(present, candidate_lists(self.vocabulary, present, allowed, gen)))
@@ -304,7 +337,8 @@ class HOIRecogniser(nn.Module):
             slots[p, : len(lists[p])] = torch.arange(len(lists[p])) + slot_start[o]
         block_embeds = self._embed(block[None], pair_tokens[:1])[0]  # [B, D] (no pair tokens in the block)
         answer = torch.tensor([ids_of.answer_id])
-        rows = [torch.cat([self._pair_head(), ids_of.question(o), ids_of.answer(), answer]) for o in objects]
+        rows = [torch.cat([g, self._pair_head(), ids_of.question(o), ids_of.answer(), answer])
+                for g, o in zip(grounding, objects)]
         ids, lengths = pad_ids(rows, self.pad_id)
         embeds = self._embed(ids, pair_tokens)  # [P, L, D]
         match_in_block = (block == ids_of.match_id).nonzero(as_tuple=True)[0].to(self.backbone.device)  # [M]
