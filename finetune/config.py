@@ -264,6 +264,8 @@ class LossConfig:
 
     verb: str = _help("focal | bce, over the pair's seen candidates", default="focal")
     focal_alpha: float = _help("focal loss alpha (weight of positives)", default=0.5)
+    sap_branch_weight: float = _help("weight of the second (SAP) branch's verb loss when model.recogniser.sap_branch "
+                                     "is on (DA-HOI: 1, added to the total; logged inside 'verb')", default=1.0)
     focal_gamma: float = _help("focal loss gamma", default=2.0)
     verb_weight: float = _help("weight of the verb loss", default=1.0)
     distill: str = _help("eoid (EoID loss_verb_labels: on every matched pair, seen and potential, the teacher's "

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import LossConfig, MatcherConfig, PairsConfig
-from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses
+from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses, verb_loss
 from hoi_mllm.finetune.matcher import PairSet, pair_ious
 from hoi_mllm.finetune.targets import SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
@@ -186,6 +186,14 @@ class TrainingStep(nn.Module):
         cands = out.candidates.cpu()
         inter = torch.cat([t.interactiveness for t in targets])
         inter_mask = torch.cat([t.interactiveness_mask for t in targets])
-        return hoi_losses(out.verb_logits, out.interactiveness, role, verb_targets,
-                          candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config,
-                          inter, inter_mask, candidate_mask(cands, self.distill_classes), self.vocabulary.num_verbs)
+        terms = hoi_losses(out.verb_logits, out.interactiveness, role, verb_targets,
+                           candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config,
+                           inter, inter_mask, candidate_mask(cands, self.distill_classes), self.vocabulary.num_verbs)
+        if out.sap_verb_logits is not None:  # DA-HOI's sap_verb_loss: the same verb targets on the second branch
+            hard = (role == 1).to(out.sap_verb_logits.device)[:, None] & candidate_mask(cands, self.seen_classes).to(
+                out.sap_verb_logits.device)
+            extra = self.loss_config.sap_branch_weight * verb_loss(out.sap_verb_logits, verb_targets.to(
+                out.sap_verb_logits.device), hard, self.loss_config)
+            terms.total = terms.total + extra
+            terms.verb = terms.verb + extra
+        return terms

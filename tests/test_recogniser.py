@@ -293,3 +293,30 @@ def test_one_pass_equals_unshared_other_families(preset, noise_image):
         valid = cached.valid
         assert (cached.verb_logits - unshared.verb_logits)[valid].abs().max() < 1e-4, placement
         assert (cached.verb_logits - packed.verb_logits)[valid].abs().max() < 1e-4, placement
+
+
+@pytest.mark.parametrize("placement", ["suffix", "prefix"])
+@torch.no_grad()
+def test_second_branch_average_is_the_mean_of_the_two_sigmoids(tiny_qwen2_vl, noise_image, placement):
+    """DA-HOI's sap_verb_projector branch: its logits exist, scores are (sigmoid(mllm) + sigmoid(sap)) / 2,
+    the same in every run mode; branch_scores=mllm / sap report one branch alone."""
+    pairs = make_pairs()
+    config = RecogniserConfig(sap=SAPConfig(hidden_size=32, context_layers=2, context_heads=4),
+                              candidate_placement=placement, sap_branch=True)
+    rec = HOIRecogniser(tiny_qwen2_vl, VOCAB, config).eval()
+    enc = rec.encode(noise_image)
+    out = rec(enc, pairs, mode="cache")
+    valid = out.valid
+    assert out.sap_verb_logits is not None and out.sap_verb_logits.shape == out.verb_logits.shape
+    expected = (torch.sigmoid(out.verb_logits) + torch.sigmoid(out.sap_verb_logits)) / 2
+    torch.testing.assert_close(out.verb_scores[valid], expected[valid])
+    assert not torch.allclose(out.verb_logits[valid], out.sap_verb_logits[valid])  # two different branches
+    unshared = rec(enc, pairs, mode="unshared")
+    torch.testing.assert_close(unshared.verb_scores, out.verb_scores, atol=2e-5, rtol=1e-4)
+    for how, logits in (("mllm", out.verb_logits), ("sap", out.sap_verb_logits)):
+        rec.config = RecogniserConfig(**{**rec.config.to_dict(), "branch_scores": how})
+        torch.testing.assert_close(rec(enc, pairs, mode="cache").verb_scores[valid], torch.sigmoid(logits)[valid])
+    off = recogniser(tiny_qwen2_vl, placement)(enc, pairs, mode="cache")
+    assert off.sap_verb_logits is None
+    with pytest.raises(ValueError, match="branch_scores"):
+        RecogniserConfig(branch_scores="max")

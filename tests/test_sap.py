@@ -127,3 +127,36 @@ def test_config_validation():
     sap = SpatialAwarePooling(SAPConfig(), D)
     with pytest.raises(ValueError, match="grid must be"):
         sap(torch.randn(D + 1, HG, WG), *boxes(2), IMAGE, SCALE)
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+def test_context_decoder_sees_features_outside_the_three_regions(layers):
+    """With the scene-context decoder on, changing grid cells outside the human, object and union boxes
+    changes pair tokens and interactiveness; with it off (context_layers=0) nothing changes."""
+    torch.manual_seed(0)
+    sap = SpatialAwarePooling(SAPConfig(pool_size=2, hidden_size=16, context_layers=layers, context_heads=4), D,
+                              embed_scale=0.02).eval()
+    grid = torch.randn(D, HG, WG)
+    human = torch.tensor([[0.0, 0.0, 60.0, 60.0]])  # grid cells x 0..2, y 0..2 (30 px per cell)
+    obj = torch.tensor([[30.0, 30.0, 90.0, 90.0]])  # union: cells x 0..3, y 0..3
+    before = sap(grid, human, obj, IMAGE, SCALE)
+    changed = grid.clone()
+    changed[:, 5:, 6:] += 3.0 * torch.randn(D, HG - 5, WG - 6)  # far outside all three regions (RoI reads stay inside)
+    after = sap(changed, human, obj, IMAGE, SCALE)
+    differs = not torch.allclose(before.pair_tokens, after.pair_tokens, atol=1e-6)
+    assert differs == bool(layers)
+    assert (not torch.allclose(before.interactiveness, after.interactiveness, atol=1e-6)) == bool(layers)
+    assert before.features.shape == (1, 16)
+
+
+def test_context_decoder_gradients_and_config():
+    sap = SpatialAwarePooling(SAPConfig(pool_size=2, hidden_size=16, context_layers=2, context_heads=4), D)
+    grid = torch.randn(D, HG, WG, requires_grad=True)
+    h, o = boxes(4)
+    out = sap(grid, h, o, IMAGE, SCALE)
+    (out.pair_tokens.square().sum() + out.interactiveness.sum()).backward()
+    assert all(p.grad is not None for p in sap.context.parameters())
+    assert set(sap.body_state_dict()) == {k for k in sap.state_dict() if not k.startswith(("to_tokens", "token_norm"))}
+    with pytest.raises(ValueError, match="context_heads"):
+        SAPConfig(hidden_size=18, context_layers=2, context_heads=4)
+    SAPConfig(hidden_size=18, context_layers=0, context_heads=4)  # unused heads need not divide

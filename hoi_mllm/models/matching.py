@@ -36,12 +36,14 @@ class RecognitionOutput:
             length-normalised log-likelihood); :data:`PAD_LOGIT` at padding.
         verb_scores: ``[P, Cmax]`` probabilities in ``[0, 1]``, ``0`` at padding.
         interactiveness: ``[P]`` logits, or ``None`` when the recogniser has no such head.
+        sap_verb_logits: ``[P, Cmax]`` logits of the second (SAP) branch, or ``None`` when off.
     """
 
     candidates: Tensor
     verb_logits: Tensor
     verb_scores: Tensor
     interactiveness: Tensor | None = None
+    sap_verb_logits: Tensor | None = None
 
     @property
     def valid(self) -> Tensor:
@@ -53,11 +55,13 @@ class RecognitionOutput:
 
     def detach(self) -> "RecognitionOutput":
         return RecognitionOutput(self.candidates, self.verb_logits.detach(), self.verb_scores.detach(),
-                                 None if self.interactiveness is None else self.interactiveness.detach())
+                                 None if self.interactiveness is None else self.interactiveness.detach(),
+                                 None if self.sap_verb_logits is None else self.sap_verb_logits.detach())
 
     def cpu(self) -> "RecognitionOutput":
         return RecognitionOutput(self.candidates.cpu(), self.verb_logits.cpu(), self.verb_scores.cpu(),
-                                 None if self.interactiveness is None else self.interactiveness.cpu())
+                                 None if self.interactiveness is None else self.interactiveness.cpu(),
+                                 None if self.sap_verb_logits is None else self.sap_verb_logits.cpu())
 
     @classmethod
     def cat(cls, parts: Sequence["RecognitionOutput"]) -> "RecognitionOutput":
@@ -68,10 +72,12 @@ class RecognitionOutput:
             return F.pad(x, (0, width - x.shape[1]), value=value)
 
         inter = [p.interactiveness for p in parts]
+        sap = [p.sap_verb_logits for p in parts]
         return cls(torch.cat([pad(p.candidates, -1) for p in parts]),
                    torch.cat([pad(p.verb_logits, PAD_LOGIT) for p in parts]),
                    torch.cat([pad(p.verb_scores, 0.0) for p in parts]),
-                   None if any(i is None for i in inter) else torch.cat(inter))
+                   None if any(i is None for i in inter) else torch.cat(inter),
+                   None if any(x is None for x in sap) else torch.cat([pad(x, PAD_LOGIT) for x in sap]))
 
     @classmethod
     def empty(cls, device=None) -> "RecognitionOutput":

@@ -57,6 +57,7 @@ from hoi_mllm.records import Pairs
 
 PLACEMENTS = ("suffix", "prefix")
 MATCH_INITS = ("random", "mean")
+BRANCH_SCORES = ("mllm", "sap", "mean")  # which verb scores inference reports when sap_branch is on
 MODES = ("cache", "packed", "unshared")
 
 
@@ -94,6 +95,12 @@ class RecogniserConfig:
     max_pairs_per_pass: int = field(default=32, metadata={"help": "suffixes per forward (chunking)"})
     max_padding: float = field(default=0.1, metadata={"help": "largest share of padding tokens in a chunk"})
     shuffle_candidates: bool = field(default=False, metadata={"help": "shuffle candidates in training"})
+    sap_branch: bool = field(default=False, metadata={
+        "help": "DA-HOI's second branch: sap_verb_projector (MLP on SAP's pair feature) scored against the <match> "
+                "states with the same scale and bias, trained with its own loss (loss.sap_branch_weight)"})
+    branch_scores: str = field(default="mean", metadata={
+        "help": "with sap_branch, the reported verb_scores: mllm | sap | mean (DA-HOI calculate_hico_map.py: the "
+                "mean of the two branches' sigmoids)"})
     seed: int = field(default=0, metadata={"help": "seed of own weights and shuffling"})
     scale_init: float = field(default=10.0, metadata={"help": "initial cosine scale"})
     scale_min: float = field(default=1.0, metadata={"help": "lower clamp of the scale"})
@@ -108,6 +115,8 @@ class RecogniserConfig:
                              f"allowed: {', '.join(PLACEMENTS)}")
         if self.match_init not in MATCH_INITS:
             raise ValueError(f"match_init {self.match_init!r} not allowed; allowed: {', '.join(MATCH_INITS)}")
+        if self.branch_scores not in BRANCH_SCORES:
+            raise ValueError(f"branch_scores {self.branch_scores!r} not allowed; allowed: {', '.join(BRANCH_SCORES)}")
         if int(self.max_pairs_per_pass) < 1:
             raise ValueError(f"max_pairs_per_pass must be >= 1, got {self.max_pairs_per_pass}")
         if not 0.0 <= float(self.max_padding) < 1.0:
@@ -123,6 +132,18 @@ class RecogniserConfig:
         if unknown:
             raise ValueError(f"unknown recogniser option(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
         return cls(**data)
+
+
+def branch_scores(logits: Tensor, sap_logits: Tensor | None, how: str = "mean") -> Tensor:
+    """Verb probabilities from the MLLM branch's and (when present) the SAP branch's logits.
+
+    ``mllm``: ``sigmoid(logits)``; ``sap``: ``sigmoid(sap_logits)``; ``mean``: their average, as DA-HOI's
+    ``calculate_hico_map.py`` averages the two branches' scores. Without a SAP branch: the MLLM's.
+    """
+    if sap_logits is None or how == "mllm":
+        return torch.sigmoid(logits)
+    sap = torch.sigmoid(sap_logits.to(logits.dtype))
+    return sap if how == "sap" else (torch.sigmoid(logits) + sap) / 2
 
 
 def extend_encoding(backbone: Backbone, enc: ImageEncoding, ids: Tensor, embeds: Tensor) -> ImageEncoding:
@@ -179,13 +200,17 @@ class HOIRecogniser(nn.Module):
             self.sap = SpatialAwarePooling(config.sap, d, embed_scale=scale)
             self.match_embedding = nn.Parameter(torch.randn(d) * scale)
             self.answer_embedding = nn.Parameter(torch.randn(d) * scale)
+            h = config.sap.hidden_size  # DA-HOI: Linear(512, 512), GELU, Linear(512, LM width)
+            self.sap_verb_projector = (nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, d))
+                                       if config.sap_branch else None)
         if config.match_init == "mean":
             mean = backbone.model.get_input_embeddings().weight.detach().float().mean(0).cpu()
             self.match_embedding.data.copy_(mean)
             self.answer_embedding.data.copy_(mean)
         self.match_head = MatchHead(config.scale_init, config.scale_min, config.scale_max, config.bias_init)
-        for module in (self.sap, self.match_head):
-            module.to(backbone.device)
+        for module in (self.sap, self.match_head, self.sap_verb_projector):
+            if module is not None:
+                module.to(backbone.device)
         self.match_embedding.data = self.match_embedding.data.to(backbone.device)
         self.answer_embedding.data = self.answer_embedding.data.to(backbone.device)
         self._generator = torch.Generator().manual_seed(config.seed)
@@ -265,12 +290,17 @@ class HOIRecogniser(nn.Module):
         sap = self.sap(enc.grid, torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
                        enc.image_size, enc.grid_scale)
         grounding = self._groundings(enc, pairs, objects)
+        query = None if self.sap_verb_projector is None else self.sap_verb_projector(sap.features)  # [P, D]
         if self.config.candidate_placement == "suffix":
-            candidates, logits = self._suffix_placement(enc, objects, grounding, sap.pair_tokens, allowed, gen, mode)
+            candidates, logits, sap_logits = self._suffix_placement(enc, objects, grounding, sap.pair_tokens, allowed,
+                                                                    gen, mode, query)
         else:
-            candidates, logits = self._prefix_placement(enc, objects, grounding, sap.pair_tokens, allowed, gen, mode)
+            candidates, logits, sap_logits = self._prefix_placement(enc, objects, grounding, sap.pair_tokens, allowed,
+                                                                    gen, mode, query)
+        valid = (candidates >= 0).to(logits.device)
         return RecognitionOutput(candidates.to(logits.device), logits,
-                                 torch.sigmoid(logits) * (candidates >= 0).to(logits.device), sap.interactiveness)
+                                 branch_scores(logits, sap_logits, self.config.branch_scores) * valid,
+                                 sap.interactiveness, sap_logits)
 
     @torch.no_grad()
     def recognise(self, image, pairs: Pairs, allowed_classes=None) -> RecognitionOutput:
@@ -304,7 +334,7 @@ class HOIRecogniser(nn.Module):
 
         return run_chunks(rows, length_chunks(lengths, self.config.max_pairs_per_pass, self.config.max_padding))
 
-    def _suffix_placement(self, enc, objects, grounding, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
+    def _suffix_placement(self, enc, objects, grounding, pair_tokens, allowed, gen, mode, sap_query=None):
         ids_of = self.prompt_ids
         lists = candidate_lists(self.vocabulary, objects, allowed, gen)
         candidates = pad_candidates(lists)  # [P, C]
@@ -317,9 +347,15 @@ class HOIRecogniser(nn.Module):
         last_pair = torch.tensor([len(g) + head.numel() - 1 for g in grounding], device=hidden.device)
         query = hidden[torch.arange(len(objects), device=hidden.device), last_pair]  # [P, D] the last pair token
         keys = gather_states(hidden, token_positions(ids, ids_of.match_id, candidates.shape[1]))  # [P, C, D]
-        return candidates, self.match_head(query, keys, candidates >= 0)
+        return candidates, self.match_head(query, keys, candidates >= 0), self._sap_logits(sap_query, keys, candidates)
 
-    def _prefix_placement(self, enc, objects, grounding, pair_tokens, allowed, gen, mode) -> tuple[Tensor, Tensor]:
+    def _sap_logits(self, sap_query: Tensor | None, keys: Tensor, candidates: Tensor) -> Tensor | None:
+        """The second branch: ``scale * cos(sap_verb_projector(feature), h_match_c) + bias`` (or None when off)."""
+        if sap_query is None:
+            return None
+        return self.match_head(sap_query.to(keys.dtype), keys, (candidates >= 0).to(keys.device))
+
+    def _prefix_placement(self, enc, objects, grounding, pair_tokens, allowed, gen, mode, sap_query=None):
         ids_of = self.prompt_ids
         present = sorted(set(objects))
         per_object = dict(zip(present, candidate_lists(self.vocabulary, present, allowed, gen)))
@@ -355,4 +391,4 @@ class HOIRecogniser(nn.Module):
             prefix_matches = prefix[enc.length + match_in_block]  # [M, D]
             keys = prefix_matches[slots.clamp(min=0).to(prefix.device)] * valid.to(prefix.device)[..., None]
         query = hidden[torch.arange(len(objects)), (lengths - 1).to(hidden.device)]  # [P, D] the answer token
-        return candidates, self.match_head(query, keys, valid)
+        return candidates, self.match_head(query, keys, valid), self._sap_logits(sap_query, keys, candidates)

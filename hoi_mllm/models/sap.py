@@ -7,6 +7,13 @@ direction as sin/cos) joins them, and small MLPs fuse everything into ``num_pair
 of the language model's width ``D`` (they replace the ``<|pair_i|>`` placeholders of the prompt)
 plus one interactiveness logit per pair.
 
+With ``context_layers > 0`` (DA-HOI's choice: 2), the fused pair feature then queries the whole
+visual grid through that many layers of conditional cross-attention (DA-HOI's
+``qwenvl/model/attention.py``: per head, the content part of query and key is concatenated with a
+sinusoidal position part: the human's and the object's box centres for the query, the grid cell's
+centre for the key; residual + LayerNorm, then a feed-forward block), so pair tokens and
+interactiveness see the scene beyond the three regions.
+
 Boxes are xyxy pixels of the original image; the encoding's ``grid_scale = (sx, sy)`` maps them to
 grid coordinates, where grid cell ``(i, j)`` covers ``[j, j + 1] x [i, i + 1]``.
 """
@@ -45,6 +52,11 @@ class SAPConfig:
         min_box_cells: boxes narrower or shorter than this many grid cells are widened about
             their centre (a zero-area box then reads the cell it sits in).
         dropout: dropout inside the fusion MLP (training only).
+        context_layers: layers of the scene-context decoder (cross-attention from the pair feature
+            to every grid cell); 0 turns it off (pair features see only the three regions).
+        context_heads: attention heads of that decoder (``hidden_size`` must be divisible by it).
+        context_ffn: width of the decoder's feed-forward block (DA-HOI: 4 x its 512).
+        context_dropout: dropout in the decoder (DA-HOI: 0.1; training only).
     """
 
     num_pair_tokens: int = field(default=1, metadata={"help": "pair tokens per pair (1 or 3 are typical)"})
@@ -53,8 +65,23 @@ class SAPConfig:
     hidden_size: int = field(default=256, metadata={"help": "width of the fusion MLPs"})
     min_box_cells: float = field(default=1.0, metadata={"help": "minimum box side in grid cells"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in the fusion MLP"})
+    context_layers: int = field(default=0, metadata={
+        "help": "scene-context decoder layers (cross-attention pair -> whole grid, DA-HOI: 2); 0: off"})
+    context_heads: int = field(default=8, metadata={"help": "heads of the scene-context decoder (DA-HOI: 8)"})
+    context_ffn: int | None = field(default=None, metadata={
+        "help": "feed-forward width of the scene-context decoder (null: 4 x hidden_size, as DA-HOI's 2048 = 4 x 512)"})
+    context_dropout: float = field(default=0.1, metadata={"help": "dropout in the scene-context decoder (DA-HOI: 0.1)"})
 
     def __post_init__(self):
+        if int(self.context_layers) < 0:
+            raise ValueError(f"SAPConfig.context_layers must be >= 0, got {self.context_layers!r}")
+        if int(self.context_heads) < 1 or (self.context_layers and int(self.hidden_size) % int(self.context_heads)):
+            raise ValueError(f"SAPConfig.context_heads ({self.context_heads!r}) must be >= 1 and divide "
+                             f"hidden_size ({self.hidden_size!r})")
+        if self.context_ffn is not None and int(self.context_ffn) < 1:
+            raise ValueError(f"SAPConfig.context_ffn must be >= 1 or null, got {self.context_ffn!r}")
+        if not 0.0 <= self.context_dropout < 1.0:
+            raise ValueError(f"SAPConfig.context_dropout must be in [0, 1), got {self.context_dropout!r}")
         for name in ("num_pair_tokens", "pool_size", "sampling_ratio", "hidden_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SAPConfig.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -145,6 +172,66 @@ def pool_regions(grid: Tensor, boxes: Tensor, pool_size: int, sampling_ratio: in
     return pooled.flatten(2).transpose(1, 2)  # [N, S*S, D]
 
 
+def sinusoidal_embedding(coords: Tensor, dim: int, temperature: float = 20.0) -> Tensor:
+    """Sine/cosine features of coordinates in ``[0, 1]``: ``[N, k] -> [N, k * dim]``.
+
+    Each coordinate (scaled by ``2 pi``) is divided by ``temperature ** (2 floor(i / 2) / dim)``,
+    even features take the sine, odd the cosine (DA-HOI's ``compute_sinusoidal_pe``, temperature 20).
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal_embedding needs an even dim, got {dim}")
+    i = torch.arange(dim, dtype=torch.float32, device=coords.device)
+    freq = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / dim)  # [dim]
+    x = coords.float()[..., None] * (2 * math.pi) / freq  # [N, k, dim]
+    return torch.stack([x[..., 0::2].sin(), x[..., 1::2].cos()], -1).flatten(-2).flatten(-2)  # [N, k * dim]
+
+
+def grid_cell_centres(grid_hw: tuple[int, int], device=None) -> Tensor:
+    """``[Hg * Wg, 2]`` normalised ``(x, y)`` centres of the grid's cells, row-major."""
+    hg, wg = grid_hw
+    ys = (torch.arange(hg, dtype=torch.float32, device=device) + 0.5) / hg
+    xs = (torch.arange(wg, dtype=torch.float32, device=device) + 0.5) / wg
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten()], 1)
+
+
+class ContextLayer(nn.Module):
+    """One conditional cross-attention layer: pair queries ``[P, H]`` attend to memory ``[M, H]``.
+
+    Per head, the query is ``[content_h, position_h]`` and the key ``[content_h, position_h]``
+    (the positions projected from sinusoidal features), so content and position each add their
+    own dot product; values are content only. Residual + LayerNorm, feed-forward, residual +
+    LayerNorm (DA-HOI's ``TransformerDecoderLayer``, whose self-attention among queries is
+    commented out in the released code, hence none here either: pairs stay independent).
+    """
+
+    def __init__(self, hidden: int, heads: int, ffn: int, query_pos: int, key_pos: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.q_pos = nn.Linear(query_pos, hidden)
+        self.k_pos = nn.Linear(key_pos, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, hidden))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout = dropout
+
+    def _split(self, x: Tensor) -> Tensor:  # [N, H] -> [heads, N, H / heads]
+        return x.view(x.shape[0], self.heads, -1).transpose(0, 1)
+
+    def forward(self, queries: Tensor, memory: Tensor, query_pos: Tensor, key_pos: Tensor) -> Tensor:
+        q = torch.cat([self._split(self.q(queries)), self._split(self.q_pos(query_pos))], -1)  # [h, P, 2d]
+        k = torch.cat([self._split(self.k(memory)), self._split(self.k_pos(key_pos))], -1)  # [h, M, 2d]
+        v = self._split(self.v(memory))  # [h, M, d]
+        att = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0)  # [h, P, d]
+        queries = self.norm1(queries + self.drop1(self.out(att.transpose(0, 1).flatten(1))))
+        return self.norm2(queries + self.drop2(self.ffn(queries)))
+
+
 # --------------------------------------------------------------------------- the module
 def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -165,10 +252,13 @@ class SAPOutput:
         pair_tokens: ``[P, K, D]`` tokens in the language model's embedding space (``K`` =
             ``num_pair_tokens``).
         interactiveness: ``[P]`` logits: does this human interact with this object at all?
+        features: ``[P, H]`` the pair feature both come from (after the context decoder when on):
+            what the pre-training verb classifier and the second branch read.
     """
 
     pair_tokens: Tensor
     interactiveness: Tensor
+    features: Tensor | None = None
 
 
 class SpatialAwarePooling(nn.Module):
@@ -197,6 +287,39 @@ class SpatialAwarePooling(nn.Module):
         with torch.no_grad():
             self.token_norm.weight.fill_(float(embed_scale))
         self.interactiveness = _mlp([hdim, hdim // 2 or 1, 1])
+        self.context = None
+        if config.context_layers:
+            half = hdim // 2 + hdim // 2 % 2  # even sinusoid width per coordinate
+            self.memory_proj = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, hdim))
+            self.context = nn.ModuleList(
+                ContextLayer(hdim, config.context_heads, config.context_ffn or 4 * hdim, 4 * half, 2 * half,
+                             config.context_dropout) for _ in range(config.context_layers))
+            self._pos_dim = half
+
+    # parameters of the SAP body (what SAP pre-training trains and a later stage may freeze); the token
+    # projection to the language model (to_tokens, token_norm) trains with the language model
+    LM_PROJECTION = ("to_tokens.", "token_norm.")
+
+    def body_state_dict(self) -> dict[str, Tensor]:
+        """The SAP body's weights (everything but the projection to the language model)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.LM_PROJECTION)}
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith(self.LM_PROJECTION)]
+
+    def _with_context(self, fused: Tensor, grid: Tensor, human: Tensor, obj: Tensor,
+                      image_size: tuple[int, int]) -> Tensor:
+        """``fused [P, H]`` after the scene-context decoder (queries positioned at the two box centres)."""
+        dtype = fused.dtype
+        memory = self.memory_proj(grid.flatten(1).t().to(dtype))  # [Hg*Wg, H]
+        key_pos = sinusoidal_embedding(grid_cell_centres(tuple(grid.shape[1:]), grid.device), self._pos_dim).to(dtype)
+        w, h = float(image_size[0]), float(image_size[1])
+        scale = human.new_tensor([w, h])
+        centres = torch.cat([(human[:, :2] + human[:, 2:]) / 2 / scale, (obj[:, :2] + obj[:, 2:]) / 2 / scale], 1)
+        query_pos = sinusoidal_embedding(centres.clamp(0, 1), self._pos_dim).to(dtype)  # [P, 4 * half]
+        for layer in self.context:
+            fused = layer(fused, memory, query_pos, key_pos)
+        return fused
 
     def forward(self, grid: Tensor, human_boxes: Tensor, object_boxes: Tensor,
                 image_size: tuple[int, int], grid_scale: tuple[float, float]) -> SAPOutput:
@@ -233,5 +356,7 @@ class SpatialAwarePooling(nn.Module):
         degenerate = (box_area(human_boxes) <= 0) | (box_area(object_boxes) <= 0)  # [P]
         spatial = torch.cat([spatial, degenerate[:, None].float()], 1).to(dtype)  # [P, F + 1]
         fused = self.fuse(torch.cat([region.permute(1, 0, 2).flatten(1), self.spatial(spatial)], 1))  # [P, H]
+        if self.context is not None and p:
+            fused = self._with_context(fused, grid.to(device=device), human_boxes, object_boxes, image_size)
         tokens = self.to_tokens(fused).view(p, cfg.num_pair_tokens, self.embed_dim)  # [P, K, D]
-        return SAPOutput(self.token_norm(tokens), self.interactiveness(fused).squeeze(-1))
+        return SAPOutput(self.token_norm(tokens), self.interactiveness(fused).squeeze(-1), fused)
