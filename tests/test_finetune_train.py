@@ -65,13 +65,15 @@ def test_loss_falls_and_the_run_writes_its_folder(world, tmp_path):
 
 
 def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(world, tmp_path):
-    # DA-HOI's switches on: candidates shuffled, grounded prompt, mean match init, augmentation, epochs
+    # DA-HOI's switches on: candidates shuffled, grounded prompt, mean match init, augmentation, epochs,
+    # SAP's scene-context decoder and the second (SAP) branch
     # (20 training images at 2 per step: 0.6 epochs = 6 steps)
     cfg = small(world, **{"train.epochs": 0.6, "train.checkpoint_every": 3, "teacher.kind": "ema",
                           "model.recogniser.shuffle_candidates": True, "adapter.dropout": 0.1,
                           "model.recogniser.grounded": True, "model.recogniser.match_init": "mean",
                           "augment.flip": True, "augment.color_jitter": 0.4, "augment.scales": [112, 144],
-                          "augment.crop": True})
+                          "augment.crop": True, "model.recogniser.sap_branch": True,
+                          "model.recogniser.sap.context_layers": 2, "model.recogniser.sap.context_heads": 4})
     assert finetune(cfg, tmp_path / "straight", progress=False).steps == 6
     interrupted = finetune(cfg, tmp_path / "resumed", progress=False, stop_after=3)
     assert interrupted.final_dir is None and latest_checkpoint(tmp_path / "resumed").step == 3
@@ -79,6 +81,7 @@ def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(world, tm
     assert resumed.resumed_from == 3 and resumed.steps == 6
     a, b = trainable(tmp_path / "straight"), trainable(tmp_path / "resumed")
     assert a.keys() == b.keys() and len(a) > 10
+    assert any("sap_verb_projector" in k for k in a) and any("context" in k for k in a)  # both trained and saved
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= 1e-6, worst
     # the history of the resumed run is that of one run: steps 1..6 once each
