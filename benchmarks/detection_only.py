@@ -111,7 +111,9 @@ def measure(args, root: Path, kinds=RUNS) -> dict:
     test = load_annotations(world.annotations["test"])
     rows = {}
     for kind in kinds:
-        cfg = run_config(kind, world, labelled, detection_only, args.recipe, args.steps, args.seed, args.threads)
+        extra = {} if args.pretrain_steps is None else {"model.pretrain_steps": args.pretrain_steps}
+        cfg = run_config(kind, world, labelled, detection_only, args.recipe, args.steps, args.seed, args.threads,
+                         extra)
         start = time.perf_counter()
         result = finetune(cfg, root / f"run_{kind}", progress=False)
         rows[kind] = evaluate(result.final_dir, test) | {"train_seconds": round(time.perf_counter() - start, 1)}
@@ -119,7 +121,7 @@ def measure(args, root: Path, kinds=RUNS) -> dict:
               + f"  ({rows[kind]['train_seconds']} s)", flush=True)
     return {"runs": rows, "seconds": round(time.perf_counter() - t0, 1),
             "setting": {k: getattr(args, k) for k in ("images", "test_images", "steps", "image_size", "recipe",
-                                                      "labelled_share", "seed", "threads")}}
+                                                      "labelled_share", "seed", "threads", "pretrain_steps")}}
 
 
 def main(argv=None) -> int:
@@ -132,6 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="synthetic_quick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pretrain-steps", type=int, default=None, help="language warm-up steps (default: the recipe's)")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     p.add_argument("--output", default=None, help="also write the results as JSON here (atomically)")
     args = p.parse_args(argv)
