@@ -37,7 +37,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATION = (None, "4bit", "8bit")
 ADAPTER_METHODS = ("lora", "full", "frozen")
 PAIR_SOURCES = ("ground-truth", "detector", "both")
-TEACHERS = ("likelihood", "clip", "ema", "none")
+TEACHERS = ("likelihood", "clip", "ema", "none", "annotations")
 VERB_LOSSES = ("focal", "bce")
 DISTILL_LOSSES = ("eoid", "kl", "bce")
 TARGET_RULES = ("union", "one-to-one")
@@ -139,8 +139,20 @@ class DataConfig:
     val_annotations: str | None = _help("a separate validation annotation file (instead of held-out images)",
                                         default=None)
     seed: int = _help("seed of the held-out image choice", default=0)
+    # -- several training sources (issue 16: EoID's detection-only data; finetune/data.py: SOURCE_KEYS)
+    sources: list[dict] = _help("more training sources beside data.train, each a mapping {file, labels (true: "
+                                "annotated, filtered by data.split as data.train; false: detection-only, a COCO "
+                                "instances_*.json or an HOI file with its labels dropped), ratio (share of the "
+                                "sampled images, beside data.train_ratio), image_root, vocabulary (the file's own), "
+                                "include_crowd, skip_degenerate}", default_factory=list)
+    train_ratio: float = _help("share of the sampled images drawn from data.train when data.sources is set",
+                               default=1.0)
 
     def __post_init__(self):
+        from hoi_mllm.finetune.data import check_sources
+
+        check_sources(self.sources)
+        check_range(self.train_ratio, "data.train_ratio", 0, low_open=True)
         check_range(self.val_images, "data.val_images", 0)
         if self.max_images is not None:
             check_range(self.max_images, "data.max_images", 1)
@@ -242,7 +254,8 @@ class TeacherConfig:
     """Soft targets of potential pairs, over all candidate phrases (unseen ones included, as text)."""
 
     kind: str = _help("likelihood (frozen base MLLM, training-free) | clip | ema (the student's moving average) "
-                      "| none", default="likelihood")
+                      "| none | annotations (an ORACLE for measurement only: the dropped ground-truth verbs of "
+                      "detection-only sources as one-hot targets; never a result)", default="likelihood")
     model: str | None = _help("likelihood: teacher MLLM (null: model.base); clip: CLIP id or path", default=None)
     temperature: float = _help("temperature of the teacher's softmax (higher: softer targets)", default=1.0)
     ema_decay: float = _help("ema: decay of the moving average per optimiser step", default=0.99)
@@ -389,6 +402,9 @@ class FinetuneConfig:
         if self.model.quantization is not None and self.model.base.startswith("tiny-"):
             raise ConfigError("model.quantization applies to checkpoints: save the preset with save_pretrained and "
                               "give that folder as model.base")
+        if self.teacher.kind == "annotations" and not any(not s.get("labels", False) for s in self.data.sources):
+            raise ConfigError("teacher.kind is annotations (the oracle of detection-only sources) but data.sources "
+                              "has no detection-only source (labels: false)")
         if self.eval.every and not (self.data.val_images or self.data.val_annotations):
             raise ConfigError("eval.every is set but there are no validation images: set data.val_images or "
                               "data.val_annotations")

@@ -14,6 +14,13 @@ training image, the boxes pairs are proposed from (``pairs.source``):
 
 :class:`BatchStream` orders images as an endless, seeded stream of epochs; a batch is a pure
 function of its global index, so the data position of a checkpoint is one integer.
+
+Several sources (``data.sources``, EoID's detection-only data): each entry is labelled (read and
+filtered as ``data.train``) or detection-only (:func:`~hoi_mllm.data.coco_detections.read_detection_only`:
+boxes, no interaction label; its images get no stage one and no interactiveness loss,
+:mod:`~hoi_mllm.finetune.targets`). They follow ``data.train`` in :attr:`TrainingData.train`;
+:class:`MixedStream` draws each stream position from a source with probability proportional to its
+``ratio`` (``data.train_ratio`` for ``data.train``), seeded by the position alone.
 """
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ class TrainingData:
     val: list[HOISample]
     report: FilterReport | None
     source: str
+    groups: list[tuple[int, int, float]] | None = None  # (start, stop, ratio) of each source in train; None: one
 
 
 def normalise_split(split: str | None) -> str | None:
@@ -92,7 +100,67 @@ def load_training_data(config: DataConfig) -> TrainingData:
         what = f"after the {split!r} zero-shot filter" if split else "in it"
         raise ValueError(f"{path}: no annotated (seen) pair left {what} among {len(train)} training images; "
                          "nothing to learn from (check data.train, data.split and data.max_images)")
-    return TrainingData(vocab, split, train, val, freport, str(path))
+    groups = None
+    if config.sources:
+        groups = [(0, len(train), config.train_ratio)]
+        for k, entry in enumerate(config.sources):
+            more = read_source(entry, vocab, split, config.repair_boxes, f"data.sources[{k}]")
+            groups.append((len(train), len(train) + len(more), float(entry.get("ratio", 1.0))))
+            train = train + more
+    return TrainingData(vocab, split, train, val, freport, str(path), groups)
+
+
+# --------------------------------------------------------------------------- several sources
+SOURCE_KEYS = {"file": "annotation file", "labels": "true: annotated; false: detection-only",
+               "ratio": "share of the sampled images", "image_root": "folder of the images",
+               "vocabulary": "the file's own vocabulary (HOI files)", "include_crowd": "keep COCO crowd boxes",
+               "skip_degenerate": "skip zero-sized boxes, counted"}
+
+
+def check_sources(sources: list) -> None:
+    """Raise a :class:`~hoi_mllm.finetune.schema.ConfigError` naming the entry and key of a bad ``data.sources``."""
+    from hoi_mllm.finetune.schema import ConfigError
+
+    for k, entry in enumerate(sources):
+        where = f"data.sources[{k}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: a source is a mapping with keys {', '.join(SOURCE_KEYS)}, got {entry!r}")
+        unknown = sorted(set(entry) - set(SOURCE_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: " + "; ".join(
+                f"{k} ({h})" for k, h in SOURCE_KEYS.items()))
+        if not entry.get("file"):
+            raise ConfigError(f"{where}: key 'file' is not set (the source's annotation file)")
+        for key in ("labels", "include_crowd", "skip_degenerate"):
+            if key in entry and not isinstance(entry[key], bool):
+                raise ConfigError(f"{where}.{key} takes true or false, got {entry[key]!r}")
+        ratio = entry.get("ratio", 1.0)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+            raise ConfigError(f"{where}.ratio takes a number > 0, got {ratio!r}")
+
+
+def read_source(entry: dict, vocabulary, split: str | None, repair_boxes: bool, where: str) -> list[HOISample]:
+    """The samples of one ``data.sources`` entry, in ``vocabulary``: labelled ones through the zero-shot filter of
+    ``split``, detection-only ones with their labels dropped (:mod:`hoi_mllm.data.coco_detections`)."""
+    from hoi_mllm.data.coco_detections import read_detection_only
+
+    path = Path(entry["file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"training source not found: {path} (config key {where}.file)")
+    if entry.get("labels", False):
+        samples = read_annotations(path, entry.get("vocabulary") or vocabulary, entry.get("image_root"),
+                                   repair_boxes)[0]
+        if split is not None:
+            samples = filter_zero_shot(samples, vocabulary, split)[0]
+        return samples
+    samples, report = read_detection_only(path, vocabulary, entry.get("image_root"),
+                                          include_crowd=entry.get("include_crowd", False),
+                                          skip_degenerate=entry.get("skip_degenerate", False),
+                                          source_vocabulary=entry.get("vocabulary"))
+    log.info("%s: detection-only source %s: %d images, %d persons, %d objects, %d candidate pairs (%d images "
+             "without a person left out, %d crowd boxes left out)", where, path, report.images, report.persons,
+             report.objects, report.candidate_pairs, report.images_without_person, report.crowd_excluded)
+    return samples
 
 
 # --------------------------------------------------------------------------- proposals
@@ -223,3 +291,37 @@ class BatchStream:
 
     def epoch_of(self, g: int) -> float:
         return g * self.world * self.batch_size / self.n
+
+
+class MixedStream(BatchStream):
+    """:class:`BatchStream` over several sources: stream position ``p`` draws its source with probability
+    proportional to the ratios (a generator seeded by ``(seed, p)``) and takes that source's item at ``p`` in the
+    source's own seeded epoch stream. Still a pure function of ``(seed, g, rank)``.
+
+    Args:
+        groups: ``(start, stop, ratio)`` of each source's items (:attr:`TrainingData.groups`).
+    """
+
+    def __init__(self, groups: list[tuple[int, int, float]], batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1):
+        groups = [g for g in groups if g[1] > g[0]]
+        super().__init__(groups[-1][1] if groups else 0, batch_size, seed, rank, world)
+        self.groups = groups
+        weights = np.asarray([r for _, _, r in groups], dtype=np.float64)
+        self.weights = weights / weights.sum()
+        self.streams = [BatchStream(b - a, 1, seed + 1 + k) for k, (a, b, _) in enumerate(groups)]
+
+    def batch(self, g: int) -> list[int]:
+        start = (g * self.world + self.rank) * self.batch_size
+        out = []
+        for pos in range(start, start + self.batch_size):
+            k = int(np.random.default_rng([self.seed, pos]).choice(len(self.groups), p=self.weights))
+            out.append(self.groups[k][0] + self.streams[k].batch(pos)[0])
+        return out
+
+
+def make_stream(data: TrainingData, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> BatchStream:
+    """The order of a run's training images: one source, or several mixed by their ratios."""
+    if data.groups is None:
+        return BatchStream(len(data.train), batch_size, seed, rank, world)
+    return MixedStream(data.groups, batch_size, seed, rank, world)

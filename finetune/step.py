@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hoi_mllm.data.coco_detections import is_detection_only
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import LossConfig, MatcherConfig, PairsConfig
 from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses, verb_loss
@@ -141,7 +142,8 @@ class TrainingStep(nn.Module):
         props = PairSet(torch.as_tensor(pairs.human_boxes).float(), torch.as_tensor(pairs.object_boxes).float(),
                         torch.as_tensor(pairs.object_labels).long(), torch.as_tensor(pairs.object_scores).float(),
                         verb_probabilities(output, self.class_verbs, vocab.num_verbs, seen_slots))
-        t = build_targets(item.sample, props, inter, pairs.image_size, self.rule, self.matcher_config)
+        t = build_targets(item.sample, props, inter, pairs.image_size, self.rule, self.matcher_config,
+                          detection_only=is_detection_only(item.sample))
         verb_targets = candidate_targets(cands, t.positives)
         teacher = torch.zeros(cands.shape)
         rows, hb, ob, lab = t.potential_proposal, t.potential_human_boxes, t.potential_object_boxes, t.potential_labels

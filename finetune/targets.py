@@ -23,6 +23,12 @@ the trainer trains on. ``matcher.targets`` selects it:
        vocabulary's no-interaction verb and for potential pairs; 0 for a pair annotated only with the
        no-interaction verb and for none; ignored pairs have no target (mask False).
 
+**Detection-only images** (``detection_only``; EoID's pseudo-V-COCO, :mod:`hoi_mllm.data.coco_detections`): no
+annotated pair, so no stage one: every proposal enters stage two against every human-object combination of the
+image's (merged) boxes; the top-k by interactiveness above the threshold are potential pairs (the teacher's soft
+scores over the whole action set become their targets), the other matches ignored; and interactiveness is not
+trained on them at all (mask False for every proposal): no label says which of their pairs interact.
+
 ``one-to-one`` (the earlier rule, kept for the before/after measurement only)
     Hungarian stage one to the raw annotated pairs; a proposal gets the verbs of its single partner;
     stage two over every unannotated combination of the raw instances; interactiveness 1 for seen and
@@ -152,7 +158,8 @@ def _seen(classes, rule: TargetRule) -> list[int]:
 
 @torch.no_grad()
 def build_targets(sample: HOISample, proposals: PairSet, interactiveness: Tensor, image_size: tuple[int, int],
-                  rule: TargetRule, config: MatcherConfig = MatcherConfig()) -> ProposalTargets:
+                  rule: TargetRule, config: MatcherConfig = MatcherConfig(), detection_only: bool = False
+                  ) -> ProposalTargets:
     """The targets of one image's proposals (rule of ``config.targets``, module docstring).
 
     Args:
@@ -161,7 +168,11 @@ def build_targets(sample: HOISample, proposals: PairSet, interactiveness: Tensor
             verb cost of the ``one-to-one`` rule; may be None).
         interactiveness: ``[P]`` predicted interactiveness probabilities (picks the potential pairs).
         image_size: ``(width, height)``, for the normalised L1 cost.
+        detection_only: the image comes from a detection-only source: it must have no annotated pair; no
+            interactiveness target reaches a loss (module docstring).
     """
+    if detection_only and sample.num_pairs:
+        raise ValueError(f"{sample.file_name}: a detection-only image with {sample.num_pairs} annotated pairs")
     p = len(proposals)
     labels = torch.as_tensor(sample.labels).long()
     boxes = torch.as_tensor(sample.boxes).float().reshape(-1, 4)
@@ -197,6 +208,8 @@ def build_targets(sample: HOISample, proposals: PairSet, interactiveness: Tensor
         role[pot] = POTENTIAL
         inter[pot] = 1.0
         mask = role != IGNORED
+    if detection_only:
+        mask = torch.zeros(p, dtype=torch.bool)
     cols = torch.as_tensor(pot_cols, dtype=torch.long)
     return ProposalTargets(role, positives, inter, mask, pot, combos.human_boxes[cols], combos.object_boxes[cols],
                            combos.object_labels[cols],

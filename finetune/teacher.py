@@ -22,12 +22,19 @@ text; no unseen *label* is ever read: a teacher sees the image, the boxes and th
     about unseen phrases, which is self-distillation, not knowledge transfer.
 ``none``
     no distillation; potential pairs still count as interactive.
+``annotations``
+    an ORACLE, for measurement only, never a result: the ground-truth verbs that a detection-only source
+    dropped (:mod:`hoi_mllm.data.coco_detections`, ``extra["dropped_labels"]``) as one-hot targets of the
+    pair's classes (every dropped pair of the same object at min IoU >= 0.5 gives its classes 1); a pair of a
+    labelled image, or one no dropped pair overlaps, gets all zeros. It shows that targets flow through the
+    detection-only path; it knows what no teacher can.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from typing import Hashable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -331,8 +338,72 @@ class EMATeacher(Teacher):
             self.shadow[n].copy_(t)
 
 
+class AnnotationsTeacher(Teacher):
+    """The oracle of detection-only sources (module docstring): reads the labels they dropped.
+
+    Args:
+        samples: training samples; those of detection-only sources carrying ``extra["dropped_labels"]`` are read,
+            keyed by file name (the teacher's ``keys`` start with the file name).
+        iou: min(IoU human, IoU object) at which a dropped pair names a pair's verbs.
+    """
+
+    cacheable = False
+
+    def __init__(self, vocabulary, samples, iou: float = 0.5):
+        from hoi_mllm.data.coco_detections import is_detection_only
+
+        super().__init__(vocabulary)
+        self.iou = float(iou)
+        self.labels = {s.file_name: s.extra["dropped_labels"] for s in samples
+                       if is_detection_only(s) and "dropped_labels" in s.extra}
+        self.source_vocabulary = next((s.extra["dropped_vocabulary"] for s in samples
+                                       if is_detection_only(s) and "dropped_vocabulary" in s.extra), None)
+        if not self.labels:
+            raise ValueError("teacher.kind=annotations: no detection-only image carries dropped labels (a COCO "
+                             "detection file has none: the oracle needs an HOI file with its labels dropped)")
+
+    def _classes(self, verb_names, obj: int) -> list[int]:
+        from hoi_mllm.prompts.vocabulary import normalise_name
+
+        by_name = {normalise_name(v): i for i, v in enumerate(self.vocabulary.verbs)}
+        out = []
+        for name in verb_names:
+            v = by_name.get(normalise_name(name))
+            c = None if v is None else self.vocabulary.class_of(v, obj)
+            if c is not None and v != self.vocabulary.no_interaction_verb:
+                out.append(int(c))
+        return out
+
+    def __call__(self, image, pairs: Pairs, keys: Sequence[Hashable] | None = None) -> tuple[Tensor, Tensor]:
+        from hoi_mllm.boxes import box_iou
+
+        k = len(pairs)
+        objects = torch.as_tensor(pairs.object_labels).long()
+        cands = pad_candidates([self.vocabulary.classes_for_object(int(o)) for o in objects]) if k else \
+            torch.zeros(0, 0, dtype=torch.long)
+        probs = torch.zeros(cands.shape)
+        for i in range(k):
+            dropped = self.labels.get(keys[i][0]) if keys is not None else None
+            if dropped is None or dropped.num_pairs == 0:
+                continue
+            src = self.source_vocabulary
+            names = [src.objects[int(o)] if o >= 0 else None for o in dropped.object_labels]
+            same = torch.as_tensor([n is not None and self.vocabulary.object_index_or_none(n) == int(objects[i])
+                                    for n in names])
+            h = box_iou(torch.as_tensor(pairs.human_boxes[i:i + 1]).float(),
+                        torch.as_tensor(dropped.human_boxes).float())[0]
+            o = box_iou(torch.as_tensor(pairs.object_boxes[i:i + 1]).float(),
+                        torch.as_tensor(np.nan_to_num(dropped.object_boxes)).float())[0]
+            hits = torch.nonzero(same & (torch.minimum(h, o) >= self.iou)).flatten().tolist()
+            positive = {c for g in hits for c in self._classes([src.verbs[v] for v in dropped.pair_verbs[g]],
+                                                                int(objects[i]))}
+            for slot, c in enumerate(cands[i].tolist()):
+                probs[i, slot] = float(c in positive)
+        return cands, probs
+
+
 def build_teacher(config: TeacherConfig, vocabulary, recogniser: nn.Module, load_base=None,
-                  share_base: bool = False) -> Teacher:
+                  share_base: bool = False, annotations=None) -> Teacher:
     """The teacher a config asks for.
 
     Args:
@@ -343,11 +414,14 @@ def build_teacher(config: TeacherConfig, vocabulary, recogniser: nn.Module, load
         share_base: ``likelihood``: score with the student's backbone as its base (:class:`FrozenBaseView`)
             instead of loading it again; only where :func:`shares_base` says that is exact. Build the teacher
             before training moves any weight: the view copies the trained base weights as they are.
+        annotations: ``annotations``: the training samples (the oracle reads the detection-only ones' dropped labels).
     """
     if config.kind == "none":
         return NoTeacher(vocabulary)
     if config.kind == "ema":
         return EMATeacher(recogniser, vocabulary, config.ema_decay)
+    if config.kind == "annotations":
+        return AnnotationsTeacher(vocabulary, annotations or [])
     if config.kind == "likelihood":
         if share_base:
             backbone = recogniser.backbone

@@ -47,7 +47,7 @@ from hoi_mllm.finetune.checkpoint import (
 )
 from hoi_mllm.finetune.config import FinetuneConfig, OptimConfig, steps_of_epochs
 from hoi_mllm.finetune.data import BatchStream, TrainingData, cache_path, detector_detections, load_training_data, \
-    training_detections
+    make_stream, training_detections
 from hoi_mllm.finetune.model import base_fingerprint, base_loader, build_student, parameter_counts, trainable_state
 from hoi_mllm.finetune.monitor import LOSS_KEYS, RunMonitor
 from hoi_mllm.finetune.step import TrainingStep, TrainItem
@@ -269,7 +269,8 @@ class Trainer:
         if ckpt is not None:
             check_base(ckpt, fingerprint)
         load_base = base_loader(cfg.model, vocab, accelerator.device)
-        teacher = build_teacher(cfg.teacher, vocab, recogniser, load_base, share_base=shares_base(cfg))
+        teacher = build_teacher(cfg.teacher, vocab, recogniser, load_base, share_base=shares_base(cfg),
+                                annotations=data.train)
         step_module = TrainingStep(recogniser, vocab.seen_classes(data.split), cfg.pairs, cfg.matcher, cfg.loss,
                                    teacher, cfg.train.seed, soft_label_classes(vocab, data.split))
         optimizer, scheduler = make_optimizer(recogniser, cfg.optim, cfg.train.steps)
@@ -292,7 +293,7 @@ class Trainer:
             log.info("resumed from %s (step %d)", ckpt.path, start_step)
         else:
             monitor.start_fresh()
-        stream = BatchStream(len(data.train), cfg.train.batch_size, cfg.train.seed, accelerator.process_index,
+        stream = make_stream(data, cfg.train.batch_size, cfg.train.seed, accelerator.process_index,
                              accelerator.num_processes)
         result = self._loop(accelerator, model, step_module, optimizer, scheduler, teacher, data, detected, stream,
                             monitor, start_step, batch_index, fingerprint)

@@ -85,18 +85,24 @@ class Vocabulary:
         key = ALIASES.get(key, key)
         if key in BUILTIN:
             return _load_builtin(key)
+        from hoi_mllm.prompts.union import UNION_FORMAT, UNIONS, builtin_union, union_vocabulary
+
+        if key in UNIONS:  # a vocabulary made of two (prompts/union.py)
+            return builtin_union(key)
         path = Path(name_or_path)
         if path.is_dir():
             path = path / "vocabulary.json"
         if not path.exists():
             raise VocabularyError(
                 f"unknown vocabulary {str(name_or_path)!r}: not a built-in name and no such file; "
-                f"built-in: {', '.join(BUILTIN)}, or a path to a {FORMAT} JSON file"
+                f"built-in: {', '.join([*BUILTIN, *UNIONS])}, or a path to a {FORMAT} JSON file"
             )
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise VocabularyError(f"{path}: not valid JSON ({exc})") from exc
+        if isinstance(data, dict) and data.get("format") == UNION_FORMAT:
+            return union_vocabulary(data, origin=str(path))
         return cls.from_dict(data, origin=str(path))
 
     @classmethod

@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
                    help="with --split, also drop a pair with the same object whose human and object boxes both reach "
                         "this IoU with a dropped unseen pair (UPT files give each triplet its own boxes of one "
                         "physical pair; default 0.7, as GEN-VLKT's merged boxes; 0 turns it off)")
+    s.add_argument("--detection-only", action="store_true",
+                   help="read the file as a detection-only training source (a COCO instances_*.json, or an HOI file "
+                        "with its interaction labels dropped) and print images, persons, objects, candidate pairs")
+    s.add_argument("--include-crowd", action="store_true", help="--detection-only: keep COCO crowd boxes")
     s.add_argument("--json", action="store_true", help="print the counts as JSON")
     s.set_defaults(func=run)
     from hoi_mllm.cli import data_targets
@@ -61,7 +65,28 @@ def stats(args) -> dict:
     return out
 
 
+def detection_only_stats(args) -> dict:
+    """The counts ``data stats --detection-only`` prints (:mod:`hoi_mllm.data.coco_detections`)."""
+    from hoi_mllm.data.coco_detections import read_detection_only
+
+    from pathlib import Path
+
+    beside = Path(args.annotations).parent / "vocabulary.json"
+    vocab = args.vocabulary or (beside if beside.is_file() else "hico-det")
+    _, report = read_detection_only(args.annotations, vocab, args.image_root, include_crowd=args.include_crowd)
+    return report.as_dict()
+
+
 def run(args) -> int:
+    if getattr(args, "detection_only", False):
+        out = detection_only_stats(args)
+        if args.json:
+            print(json.dumps(out, indent=1))
+        else:
+            width = max(len(k) for k in out)
+            for key, value in out.items():
+                print(f"{key.replace('_', ' '):<{width}}  {value}")
+        return 0
     out = stats(args)
     if args.json:
         print(json.dumps(out, indent=1))

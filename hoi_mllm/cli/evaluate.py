@@ -69,6 +69,10 @@ def add_parser(sub) -> None:
                         "pair called non-interacting is not proposed as carrying an interaction)")
     v = proto.add_parser("vcoco", help=PROTOCOLS["vcoco"], description=PROTOCOLS["vcoco"])
     _common(v)
+    v.add_argument("--union", default=None, metavar="VOCAB",
+                   help="the predictions are in this union vocabulary (e.g. hico-det+vcoco, prompts/union.py): map "
+                        "their verbs to V-COCO's action-roles with its verb_map, then also report the mean role AP "
+                        "over the seen actions (mapped from labelled verbs) and the unseen ones (pseudo-V-COCO)")
     from hoi_mllm.cli import cross_detector
 
     cross_detector.add_parser(proto)
@@ -117,7 +121,9 @@ def run(args) -> int:
     dataset = "hico-det" if args.protocol == "hico-det" else "vcoco"
     samples, vocab = _load(args, dataset)
     start = time.perf_counter()
-    predictions = read_predictions_for_evaluation(args.predictions, vocab)
+    union = getattr(args, "union", None)
+    predictions = (_union_predictions(args.predictions, union, vocab) if union
+                   else read_predictions_for_evaluation(args.predictions, vocab))
     parse_s = time.perf_counter() - start
     start = time.perf_counter()
     unknown = "ignore" if args.ignore_unknown_images else "error"
@@ -126,9 +132,12 @@ def run(args) -> int:
     else:
         result, table = _vcoco(args, samples, vocab, predictions, unknown)
     eval_s = time.perf_counter() - start
-    log.info("read %d images, %d triplets in %.2f s; evaluated in %.2f s", len(predictions),
-             predictions.num_triplets, parse_s, eval_s)
+    triplets = (predictions.num_triplets if hasattr(predictions, "num_triplets")  # a mapped union file: records
+                else sum(len(t) for t in predictions.images))
+    log.info("read %d images, %d triplets in %.2f s; evaluated in %.2f s", len(predictions), triplets, parse_s, eval_s)
     print(table)
+    if union:
+        print(_action_split_table(result, union, vocab))
     if args.json:
         report = result.to_dict()
         report["files"] = {"annotations": str(args.annotations), "predictions": str(args.predictions)}
@@ -136,6 +145,40 @@ def run(args) -> int:
         atomic_write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
+
+
+def _union_predictions(path, union: str, vocab):
+    """A predictions file of a union vocabulary, its verbs mapped to ``vocab``'s (:func:`prompts.union.map_predictions`)."""
+    from hoi_mllm.predictions import read_predictions
+    from hoi_mllm.prompts import load_vocabulary
+    from hoi_mllm.prompts.union import map_predictions
+
+    u = load_vocabulary(union)
+    raw = read_predictions(path)
+    if raw.vocabulary != u.name:
+        raise CLIError(f"{path} is in vocabulary {raw.vocabulary!r}, --union names {u.name!r}")
+    mapped, counts = map_predictions(raw, u, vocab)
+    log.info("mapped %d triplets of %s to %s (%d merged on one action-role, unmapped: %s)", counts["kept"], u.name,
+             vocab.name, counts["merged"], counts["unmapped"] or "none")
+    return mapped
+
+
+def _action_split_table(result, union: str, vocab) -> str:
+    """Role AP over V-COCO's seen and unseen actions of a union vocabulary (:func:`prompts.union.action_split`)."""
+    import numpy as np
+
+    from hoi_mllm.prompts import load_vocabulary
+    from hoi_mllm.prompts.union import action_split
+
+    seen, unseen = action_split(load_vocabulary(union), vocab)
+    lines = [f"{'':<12}{'full':>8}{'seen':>8}{'unseen':>8}   (mean role AP %, action-roles with ground truth; "
+             f"unseen: {', '.join(vocab.verbs[v] for v in sorted(unseen))})"]
+    for name, s in result.scenarios.items():
+        def mean(verbs):
+            ap = [s.ap[v] for v in sorted(verbs) if s.npos[v] > 0]
+            return f"{100 * float(np.mean(ap)):8.2f}" if ap else f"{'n/a':>8}"
+        lines.append(f"{name:<12}{mean(range(vocab.num_verbs))}{mean(seen)}{mean(unseen)}")
+    return "\n".join(lines)
 
 
 def _hicodet(args, samples, vocab, predictions, unknown):

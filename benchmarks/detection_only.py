@@ -1,0 +1,152 @@
+"""New actions from detection-only data (issue 16, EoID's pseudo-V-COCO) on the synthetic world.
+
+The world (``habits=hico``) has an ``unseen_verb`` split (push, throw). Its training images are split in two:
+the first ``--labelled-share`` keep their labels minus those verbs (the ``unseen_verb`` zero-shot filter, so
+no labelled image carries them), the rest become a **detection-only** source (``data.sources``, labels
+dropped): the held-out verbs exist only there. Three runs, same seed and steps, then the held-out verbs'
+mAP (``unseen`` of the split), seen and Full mAP and U-R@5 on the world's test images with ground-truth
+boxes:
+
+``without``      labelled images only (no teacher: nothing to distil);
+``annotations``  plus the detection-only source, ``teacher.kind=annotations``: the ORACLE that reads the
+                 labels the source dropped. It shows that targets flow through the detection-only path
+                 (stage two only, no interactiveness loss); it is never a result;
+``likelihood``   plus the detection-only source, ``teacher.kind=likelihood``: the tiny model's frozen base
+                 in training-free mode. The world has no language prior: its verbs are words no model was
+                 ever taught to see (a random tiny LM warmed up on the prompts' text only), so this teacher's
+                 scores of the held-out verbs carry no knowledge of them; whatever it reaches is the floor of
+                 the method, not a measure of a real teacher.
+
+::
+
+    python benchmarks/detection_only.py --images 240 --test-images 80 --steps 200 --output runs/detonly.json
+
+Torch threads are fixed (``--threads``) so a run's numbers do not depend on the machine's cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+RUNS = ("without", "annotations", "likelihood")
+METRICS = ("unseen", "seen", "full", "ur5")
+SPLIT = "unseen_verb"
+
+
+def split_world(train_file: Path, labelled_share: float, out_dir: Path) -> tuple[Path, Path]:
+    """The world's UPT-format training file as two files of the same format: the first ``labelled_share`` of
+    its images (labelled) and the rest (to be read as a detection-only source). Returns their paths."""
+    data = json.loads(Path(train_file).read_text())
+    n = len(data["filenames"])
+    cut = max(1, min(n - 1, round(n * labelled_share)))
+    out = []
+    for name, rows in (("labelled", range(0, cut)), ("detection_only", range(cut, n))):
+        part = dict(data)
+        part["annotation"] = [data["annotation"][i] for i in rows]
+        part["filenames"] = [data["filenames"][i] for i in rows]
+        part["size"] = [data["size"][i] for i in rows]
+        part["empty"] = [k for k, i in enumerate(rows) if i in set(data.get("empty", []))]
+        path = Path(out_dir) / f"instances_train_{name}.json"
+        path.write_text(json.dumps(part))
+        out.append(path)
+    return out[0], out[1]
+
+
+def run_config(kind: str, world, labelled: Path, detection_only: Path, recipe: str, steps: int, seed: int,
+               threads: int, extra: dict | None = None):
+    """The fine-tuning config of one of :data:`RUNS`."""
+    from hoi_mllm.data import read_annotations
+    from hoi_mllm.finetune.config import load_config
+
+    root = read_annotations(world.annotations["train"])[1].image_root
+    vocab = str(world.output_dir / "vocabulary.json")
+    over = {"data.train": str(labelled), "data.vocabulary": vocab, "data.image_root": root, "data.split": SPLIT,
+            "data.val_images": 0, "train.seed": seed, "train.steps": steps, "train.tensorboard": False,
+            "train.checkpoint_every": 0, "eval.at_end": False, "eval.every": 0, "train.threads": threads,
+            "teacher.kind": "none" if kind == "without" else kind}
+    if kind != "without":
+        over["data.sources"] = [{"file": str(detection_only), "labels": False, "ratio": 1.0, "image_root": root,
+                                 "vocabulary": vocab}]
+    over.update(extra or {})
+    return load_config(recipe, over)
+
+
+def evaluate(final_dir: str, test) -> dict:
+    """Held-out verbs' (unseen), seen and Full mAP and U-R@5 of a trained recogniser, ground-truth boxes (percent)."""
+    from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, unseen_pair_recall
+    from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
+    from hoi_mllm.pairs import PairProposalConfig
+    from hoi_mllm.pipeline import HOIPipeline
+
+    rec = HOIPipeline.from_pretrained(final_dir).recogniser
+    preds = predict_ground_truth_boxes(rec, test, PairProposalConfig(max_pairs=None))
+    summary = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=SPLIT, settings=("default",))
+                               ).settings["default"].summary
+    ur = unseen_pair_recall(test, preds, rec.vocabulary, SPLIT, ks=(5,))
+    pct = lambda v: None if v is None else round(100.0 * v, 2)  # noqa: E731
+    return {"unseen": pct(summary.get("unseen")), "seen": pct(summary.get("seen")), "full": pct(summary.get("full")),
+            "ur5": pct(ur[5])}
+
+
+def measure(args, root: Path, kinds=RUNS) -> dict:
+    import torch
+
+    from hoi_mllm.data import load_annotations
+    from hoi_mllm.data.synthetic import generate_world
+    from hoi_mllm.finetune.trainer import finetune
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    world = generate_world(root / "world", args.images, args.test_images, args.seed, image_size=args.image_size,
+                           progress=False, workers=1, habits="hico")
+    labelled, detection_only = split_world(world.annotations["train"], args.labelled_share, root)
+    test = load_annotations(world.annotations["test"])
+    rows = {}
+    for kind in kinds:
+        extra = {} if args.pretrain_steps is None else {"model.pretrain_steps": args.pretrain_steps}
+        cfg = run_config(kind, world, labelled, detection_only, args.recipe, args.steps, args.seed, args.threads,
+                         extra)
+        start = time.perf_counter()
+        result = finetune(cfg, root / f"run_{kind}", progress=False)
+        rows[kind] = evaluate(result.final_dir, test) | {"train_seconds": round(time.perf_counter() - start, 1)}
+        print(f"{kind:>12}: " + "  ".join(f"{m} {rows[kind][m]}" for m in METRICS)
+              + f"  ({rows[kind]['train_seconds']} s)", flush=True)
+    return {"runs": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "setting": {k: getattr(args, k) for k in ("images", "test_images", "steps", "image_size", "recipe",
+                                                      "labelled_share", "seed", "threads", "pretrain_steps")}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=240, help="training images of the world (both parts)")
+    p.add_argument("--test-images", type=int, default=80)
+    p.add_argument("--labelled-share", type=float, default=0.5, help="share of the training images kept labelled")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--recipe", default="synthetic_quick")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pretrain-steps", type=int, default=None, help="language warm-up steps (default: the recipe's)")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    p.add_argument("--output", default=None, help="also write the results as JSON here (atomically)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = measure(args, Path(tmp), tuple(args.runs))
+    print(f"total {out['seconds']} s")
+    if args.output:
+        from hoi_mllm.io import atomic_write_json
+
+        atomic_write_json(args.output, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Training on detection-only sources (issue 16): no stage one, every pair into stage two, no interactiveness
+target, the annotations oracle's one-hot targets, the data.sources config and the mixed image stream."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_sample
+from hoi_mllm.finetune.config import MatcherConfig, load_config
+from hoi_mllm.finetune.data import MixedStream
+from hoi_mllm.finetune.matcher import PairSet
+from hoi_mllm.finetune.schema import ConfigError
+from hoi_mllm.finetune.targets import IGNORED, POTENTIAL, SEEN, TargetRule, build_targets
+from hoi_mllm.prompts import load_vocabulary
+
+HICO = load_vocabulary("hico-det")
+P, BIKE, CUP = HICO.object_index("person"), HICO.object_index("bicycle"), HICO.object_index("cup")
+BOXES = [[0, 0, 50, 100], [60, 0, 110, 100], [20, 50, 90, 120], [100, 100, 130, 130]]
+LABELS = [P, P, BIKE, CUP]
+
+
+def proposals_of(sample):
+    h, o = np.meshgrid(np.flatnonzero(sample.labels == P), np.arange(len(sample.labels)), indexing="ij")
+    keep = h.ravel() != o.ravel()
+    h, o = h.ravel()[keep], o.ravel()[keep]
+    b = torch.as_tensor(sample.boxes)
+    return PairSet(b[h], b[o], torch.as_tensor(sample.labels[o]), torch.ones(len(h)))
+
+
+def test_detection_only_images_have_no_stage_one_and_no_interactiveness_target():
+    ride = HICO.verb_index("ride")
+    labelled = make_sample("a.jpg", (200, 200), BOXES, LABELS, pairs=[(0, 2)], verbs=[[ride]])
+    bare = make_sample("a.jpg", (200, 200), BOXES, LABELS)
+    bare.extra["detection_only"] = True
+    props = proposals_of(bare)  # 2 persons x 3 other boxes = 6 pairs
+    inter = torch.linspace(0.9, 0.6, len(props))
+    rule, cfg = TargetRule.of(HICO), MatcherConfig()
+    lab = build_targets(labelled, props, inter, (200, 200), rule, cfg)
+    det = build_targets(bare, props, inter, (200, 200), rule, cfg, detection_only=True)
+    assert (lab.role == SEEN).sum() == 1 and lab.interactiveness_mask.any()
+    assert not (det.role == SEEN).any()  # no stage one
+    assert ((det.role == POTENTIAL) | (det.role == IGNORED)).all()  # every pair matched in stage two
+    assert (det.role == POTENTIAL).sum() == cfg.top_k and det.potential_proposal.tolist() == [0, 1, 2]
+    assert not det.interactiveness_mask.any()  # interactiveness never reaches a loss there
+    with pytest.raises(ValueError, match="detection-only image with 1 annotated pairs"):
+        build_targets(labelled, props, inter, (200, 200), rule, cfg, detection_only=True)
+
+
+def test_the_annotations_oracle_reads_the_dropped_labels_one_hot():
+    from hoi_mllm.finetune.teacher import AnnotationsTeacher, make_pairs
+
+    ride, hold = HICO.verb_index("ride"), HICO.verb_index("hold")
+    original = make_sample("a.jpg", (200, 200), BOXES, LABELS, pairs=[(0, 2), (1, 3)], verbs=[[ride], [hold]])
+    bare = make_sample("a.jpg", (200, 200), BOXES, LABELS)
+    bare.extra.update(detection_only=True, dropped_labels=original, dropped_vocabulary=HICO)
+    teacher = AnnotationsTeacher(HICO, [bare])
+    b = torch.as_tensor(bare.boxes)
+    pairs = make_pairs(b[[0, 1, 0]], b[[2, 3, 3]], torch.as_tensor([BIKE, CUP, CUP]), (200, 200))
+    cands, probs = teacher(None, pairs, [("a.jpg", 0, 2), ("a.jpg", 1, 3), ("a.jpg", 0, 3)])
+    assert probs.sum(1).tolist() == [1.0, 1.0, 0.0]
+    assert int(cands[0][probs[0] == 1]) == HICO.class_of(ride, BIKE)
+    assert int(cands[1][probs[1] == 1]) == HICO.class_of(hold, CUP)
+    _, none = teacher(None, pairs, [("other.jpg", 0, 2)] * 3)  # a labelled image: nothing
+    assert none.sum() == 0
+    with pytest.raises(ValueError, match="no detection-only image carries dropped labels"):
+        AnnotationsTeacher(HICO, [make_sample("b.jpg", (9, 9), [], [])])
+
+
+def test_sources_config_is_checked():
+    base = {"data.train": "x.json"}
+    with pytest.raises(ConfigError, match=r"data.sources\[0\]: unknown key\(s\) ratios"):
+        load_config("hico_det", base | {"data.sources": [{"file": "y.json", "ratios": 2}]})
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].ratio takes a number > 0"):
+        load_config("hico_det", base | {"data.sources": [{"file": "y.json", "ratio": 0}]})
+    with pytest.raises(ConfigError, match="key 'file' is not set"):
+        load_config("hico_det", base | {"data.sources": [{"labels": False}]})
+    with pytest.raises(ConfigError, match="teacher.kind is annotations .* no detection-only source"):
+        load_config("hico_det", base | {"teacher.kind": "annotations"})
+    cfg = load_config("hico_det", base | {"teacher.kind": "annotations",
+                                          "data.sources": [{"file": "y.json", "labels": False, "ratio": 0.5}]})
+    assert cfg.data.sources[0]["ratio"] == 0.5
+
+
+def test_mixed_stream_follows_the_ratios_and_is_a_pure_function_of_the_batch_index():
+    s = MixedStream([(0, 10, 1.0), (10, 40, 3.0)], batch_size=8, seed=0)
+    draws = np.concatenate([s.batch(g) for g in range(200)])
+    assert 0.70 < float((draws >= 10).mean()) < 0.80  # 3 : 1
+    assert draws.min() >= 0 and draws.max() < 40
+    again = MixedStream([(0, 10, 1.0), (10, 40, 3.0)], batch_size=8, seed=0)
+    assert again.batch(57) == s.batch(57)
