@@ -81,19 +81,9 @@ def run_config(kind: str, world, labelled: Path, detection_only: Path, recipe: s
 
 def evaluate(final_dir: str, test) -> dict:
     """Held-out verbs' (unseen), seen and Full mAP and U-R@5 of a trained recogniser, ground-truth boxes (percent)."""
-    from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, unseen_pair_recall
-    from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
-    from hoi_mllm.pairs import PairProposalConfig
-    from hoi_mllm.pipeline import HOIPipeline
+    from synthetic_runs import evaluate_ground_truth_boxes
 
-    rec = HOIPipeline.from_pretrained(final_dir).recogniser
-    preds = predict_ground_truth_boxes(rec, test, PairProposalConfig(max_pairs=None))
-    summary = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=SPLIT, settings=("default",))
-                               ).settings["default"].summary
-    ur = unseen_pair_recall(test, preds, rec.vocabulary, SPLIT, ks=(5,))
-    pct = lambda v: None if v is None else round(100.0 * v, 2)  # noqa: E731
-    return {"unseen": pct(summary.get("unseen")), "seen": pct(summary.get("seen")), "full": pct(summary.get("full")),
-            "ur5": pct(ur[5])}
+    return evaluate_ground_truth_boxes(final_dir, test, SPLIT)
 
 
 def measure(args, root: Path, kinds=RUNS) -> dict:

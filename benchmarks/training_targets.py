@@ -28,12 +28,10 @@ Results are also written as JSON (``--output``, atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,36 +66,15 @@ def shares(files: list[str], split: str | None) -> dict:
 def train_one(seed: int, rule: str, args, root: Path) -> dict:
     import torch
 
-    from hoi_mllm.data import load_annotations
     from hoi_mllm.data.synthetic import generate_world
-    from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, unseen_pair_recall
-    from hoi_mllm.finetune.config import load_config
-    from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
-    from hoi_mllm.finetune.trainer import finetune
-    from hoi_mllm.pairs import PairProposalConfig
-    from hoi_mllm.pipeline import HOIPipeline
+    from synthetic_runs import train_and_evaluate
 
     torch.set_num_threads(args.threads)
     world = generate_world(root / f"world_{seed}", args.images, args.test_images, seed, image_size=args.image_size,
                            progress=False, workers=1, habits=args.habits)
-    cfg = load_config(args.recipe, {"data.train": str(world.annotations["train"]), "data.val_images": 0,
-                                    "matcher.targets": rule, "pairs.merge_duplicates": rule == "union",
-                                    "train.seed": seed, "train.steps": args.steps,
-                                    "train.tensorboard": False, "train.checkpoint_every": 0, "eval.at_end": False,
-                                    "eval.every": 0, "train.threads": args.threads})
-    start = time.perf_counter()
-    result = finetune(cfg, root / f"run_{seed}_{rule}", progress=False)
-    seconds = time.perf_counter() - start
-    rec = HOIPipeline.from_pretrained(result.final_dir).recogniser
-    test = load_annotations(world.annotations["test"])
-    preds = predict_ground_truth_boxes(rec, test, PairProposalConfig(max_pairs=None))
-    split = cfg.data.split
-    summary = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=split, settings=("default",))
-                               ).settings["default"].summary
-    ur = unseen_pair_recall(test, preds, rec.vocabulary, split, ks=(5,))
-    pct = lambda v: None if v is None else round(100.0 * v, 2)  # noqa: E731
-    return {"seed": seed, "rule": rule, "seen": pct(summary.get("seen")), "unseen": pct(summary.get("unseen")),
-            "full": pct(summary.get("full")), "ur5": pct(ur[5]), "train_seconds": round(seconds, 1)}
+    overrides = {"matcher.targets": rule, "pairs.merge_duplicates": rule == "union"}
+    row = train_and_evaluate(world, args.recipe, overrides, root / f"run_{seed}_{rule}", seed, args.steps, args.threads)
+    return {"seed": seed, "rule": rule, **row}
 
 
 def spread(values: list) -> str:
