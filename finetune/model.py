@@ -92,16 +92,18 @@ def apply_adapter(backbone: Backbone, adapter: AdapterConfig, quantized: bool, c
             p.requires_grad_(True)
     if adapter.train_embeddings and adapter.method != "lora":
         lm.get_input_embeddings().weight.requires_grad_(True)
+    # the projector's switch comes last and wins: Qwen's merger sits inside its vision encoder, so
+    # train_vision true with train_projector false trains the tower and keeps the merger frozen
     for wanted, part, what in ((adapter.train_vision, "vision_encoder", "train_vision"),
                                (adapter.train_projector, "projector", "train_projector")):
-        if not wanted:
-            continue
         try:
             module = getattr(backbone, part)
         except AttributeError as exc:
+            if not wanted:
+                continue
             raise ValueError(f"adapter.{what}: the {backbone.family} model has no {part} ({exc})") from exc
         for p in module.parameters():
-            p.requires_grad_(True)
+            p.requires_grad_(wanted)
 
 
 def build_student(config: FinetuneConfig, vocabulary, device: torch.device | str = "cpu") -> HOIRecogniser:

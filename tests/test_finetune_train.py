@@ -396,3 +396,20 @@ def test_finetuned_model_scores_clearly_higher_than_untrained(tmp_path_factory):
     trained = evaluate_recogniser(HOIPipeline.from_pretrained(result.final_dir).recogniser, test, cfg.data.split)
     assert trained["seen"] > untrained["seen"] + 10, (untrained, trained)
     assert trained["full"] > untrained["full"] + 10, (untrained, trained)
+
+
+def test_frozen_merger_stays_frozen_when_the_vision_encoder_trains(world):
+    """Qwen's merger sits inside its vision encoder: train_vision true with train_projector false trains the
+    tower and keeps the merger frozen (the switch used to be a no-op there)."""
+    from hoi_mllm.finetune.model import build_student
+    from hoi_mllm.prompts import load_vocabulary
+
+    vocab = load_vocabulary(world / "vocabulary.json")
+    for projector in (True, False):
+        rec = build_student(small(world, **{"adapter.train_vision": True, "adapter.train_projector": projector}),
+                            vocab)
+        merger = {id(p) for p in rec.backbone.projector.parameters()}
+        assert merger
+        assert all(p.requires_grad == projector for p in rec.backbone.projector.parameters())
+        tower = [p for p in rec.backbone.vision_encoder.parameters() if id(p) not in merger]
+        assert tower and all(p.requires_grad for p in tower)
