@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"],
                    help="image files: png (lossless, default) or jpg (quality 95)")
     p.add_argument("--habits", default="clean", choices=["clean", "hico"],
-                   help="annotation habits: clean (exact boxes) or hico (every verb row its own jittered boxes and "
-                        "crowded scenes, as HICO-DET's files; the demo's default)")
+                   help="annotation habits: clean (exact boxes) or hico (every verb row its own jittered boxes, several "
+                        "verbs on one pair, same-class objects beside a person, crowded scenes and a few crowds over "
+                        "max_pairs, as HICO-DET's files; the demo's default)")
     p.add_argument("--workers", type=int, default=None, help="processes drawing images (default: all CPUs)")
     p.add_argument("--force", action="store_true", help="replace a different world (or other files) in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

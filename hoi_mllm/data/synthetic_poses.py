@@ -47,6 +47,9 @@ SECOND: dict[str, tuple[str, ...]] = {
     "look_at": ("hold", "sit_on", "ride"), "carry": (), "push": (),
 }
 MOTION_GREY = (70, 70, 70)
+# verbs after which the person may also look at the same object (a second verb on one pair, habits="hico"):
+# the object is ahead of, above or below the head, never under the body as a seat is
+LOOK_SAME_VERBS = ("carry", "hold", "kick", "push", "throw")
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Group:
         verbs: verb of each object in ``objects``.
         effects: primitives that belong to no instance (motion lines).
         look: whether the person looks at an object still to be placed by the scene.
+        also: more verbs on objects already in ``objects``, ``(index in objects, verb)``: several verbs
+            on one pair, e.g. riding a bicycle with a hand on its handlebar.
     """
 
     IN_FRONT = (("hold", "bicycle"), ("push", "bicycle"))  # the person stands behind these: drawn after them
@@ -68,6 +73,7 @@ class Group:
     verbs: list[str] = field(default_factory=list)
     effects: list[Prim] = field(default_factory=list)
     look: bool = False
+    also: list[tuple[int, str]] = field(default_factory=list)
 
     def translate(self, t) -> None:
         t = np.asarray(t, dtype=np.float64)
@@ -242,8 +248,12 @@ def _throw(rng, j, L, f, side_name, name) -> tuple[dict, list[Prim]]:
     return obj, lines
 
 
-def build_person(rng: np.random.Generator, L: float, facing: int, interactions: list[tuple[str, str]]) -> Group:
+def build_person(rng: np.random.Generator, L: float, facing: int, interactions: list[tuple[str, str]],
+                 ride_hold: bool = False) -> Group:
     """Pose one person for ``interactions`` ``[(verb, object name), ...]`` (hip at the origin).
+
+    ``ride_hold``: a rider of a bicycle also grips its handlebar with the front hand (``hold`` on the
+    same pair, recorded in ``Group.also``); the arm held out for balance is what a ride alone shows.
 
     Raises:
         PoseError: the sampled sizes do not fit the pose; call again with the generator advanced.
@@ -259,11 +269,17 @@ def build_person(rng: np.random.Generator, L: float, facing: int, interactions: 
     leg = next(((v, o) for v, o in interactions if v in LEG_VERBS), None)
     ground = _legs(rng, j, L, f, leg, w, objects, verbs, stride=any(v in ("push", "throw") for v in verbs_of))
     free = ["f", "b"]
+    also: list[tuple[int, str]] = []
+    if ride_hold and leg == ("ride", "bicycle"):
+        F.limb_to(j, "f", "arm", L, object_anchor(objects[0], "grip")[0], F.direction(90, f))  # PoseError if out of reach
+        free, also = ["b"], [(0, "hold")]
     for verb, name in interactions:
         if verb in ("carry", "push"):
             _carry_or_push(rng, j, L, f, verb, name, ground, w, objects, verbs)
             free = []
         elif verb in ("hold", "throw"):
+            if not free:
+                raise PoseError(f"no free hand to {verb} the {name}")
             side = free.pop(0)
             if verb == "hold":
                 objects.append(_hold(rng, j, L, f, side, name, ground, w))
@@ -281,4 +297,4 @@ def build_person(rng: np.random.Generator, L: float, facing: int, interactions: 
             F.arm_relaxed(j, side, L, f, rng)
     look = "look_at" in verbs_of
     person = F.new_figure(L, f, (0, 0, 0), j, face="profile" if look else "front")
-    return Group(person=person, objects=objects, verbs=verbs, effects=effects, look=look)
+    return Group(person=person, objects=objects, verbs=verbs, effects=effects, look=look, also=also)

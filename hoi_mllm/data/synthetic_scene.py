@@ -26,8 +26,8 @@ from functools import lru_cache
 import numpy as np
 
 from hoi_mllm.data import synthetic_figure as F
-from hoi_mllm.data.synthetic_poses import (CONTACT_VERBS, LEG_VERBS, PRIOR, SECOND, Group, PoseError, build_person,
-                                           new_object, sample_size)
+from hoi_mllm.data.synthetic_poses import (CONTACT_VERBS, LEG_VERBS, LOOK_SAME_VERBS, PRIOR, SECOND, Group, PoseError,
+                                           build_person, new_object, sample_size)
 from hoi_mllm.data.synthetic_shapes import Prim, capsule, disc, extent_of, object_anchor, object_primitives, polygon, polyline, shade
 
 LIMB_SEGMENTS = (("hip", "neck"), ("hip", "knee_f"), ("knee_f", "foot_f"), ("hip", "knee_b"), ("knee_b", "foot_b"),
@@ -50,6 +50,20 @@ class SceneConfig:
         p_no_interaction: probability that a person engages no object at all.
         p_second: probability that a person has a second interaction (e.g. holds a cup while sitting).
         p_turned_head: probability that a person who looks at nothing has the head turned (at no object).
+
+    HICO-DET's habits (``habits="hico"``; all 0 in the clean world, which then draws exactly as before):
+
+    Attributes:
+        p_look_same: probability that a person who looks at no distant object also looks at one of the
+            objects it carries, holds, kicks, pushes or throws: two verbs on one pair (head in profile,
+            the nose pointing at that object).
+        p_ride_hold: probability that a bicycle rider grips the handlebar too (ride and hold, one pair).
+        p_same_class_near: per person who engages something, probability of one more object of the
+            class of one of its objects, placed near the person and engaged by nobody (which pair is
+            meant matters).
+        p_crowd: probability that an image is a crowd: ``crowd_people`` people (inclusive range) drawn at
+            ``crowd_scale`` of the usual size, and ``crowd_distractors`` unengaged objects, so that the
+            image has more candidate pairs than the default ``max_pairs`` (64).
     """
 
     image_size: int = 256
@@ -61,6 +75,19 @@ class SceneConfig:
     p_no_interaction: float = 0.12
     p_second: float = 0.35
     p_turned_head: float = 0.3
+    p_look_same: float = 0.0
+    p_ride_hold: float = 0.0
+    p_same_class_near: float = 0.0
+    p_crowd: float = 0.0
+    crowd_people: tuple[int, int] = (6, 8)
+    crowd_distractors: tuple[int, int] = (6, 10)
+    crowd_scale: float = 0.6
+
+
+# fields added for habits="hico": left out of a clean world's world.json while at their defaults, so a clean
+# world's files stay byte-identical to those of earlier versions
+HABIT_FIELDS = ("p_look_same", "p_ride_hold", "p_same_class_near", "p_crowd", "crowd_people", "crowd_distractors",
+                "crowd_scale")
 
 
 def interaction_classes() -> list[tuple[str, str]]:
@@ -259,13 +286,37 @@ def _occluders(rng, boxes, L) -> list[Prim]:
     return out
 
 
+def _look_at_own(group: Group, choice: int) -> bool:
+    """Turn the head of ``group``'s person to one of its own objects (:data:`LOOK_SAME_VERBS`), the
+    ``choice``-th of them modulo their number, and record ``look_at`` on that pair in ``group.also``.
+    Not done (``False``) when it has none, or when the line of sight would also meet another of its objects."""
+    options = [k for k, v in enumerate(group.verbs) if v in LOOK_SAME_VERBS]
+    if not options or group.look:
+        return False
+    k = options[choice % len(options)]
+    fig = group.person
+    head = np.asarray(fig["joints"]["head"])
+    v = object_anchor(group.objects[k], "centre")[0] - head
+    fig["face"], fig["gaze"] = "profile", round(math.degrees(math.atan2(v[1], v[0])), 2)
+    if _gaze_hits(fig, [extent_of(object_primitives(o)) for o in group.objects], k):
+        fig["face"], fig["gaze"] = "front", 0.0
+        return False
+    group.also.append((k, "look_at"))
+    return True
+
+
 def _place_group(rng, cfg: SceneConfig, size, placed: list, margin: float, L: float, facing: int,
-                 interactions: list[tuple[str, str]]) -> tuple[Group, np.ndarray, dict | None] | None:
+                 interactions: list[tuple[str, str]], ride_hold: bool = False,
+                 look_own: int | None = None) -> tuple[Group, np.ndarray, dict | None] | None:
     """Pose a person, find a free place for them and for the object they look at (if any).
 
+    ``ride_hold``: see :func:`~hoi_mllm.data.synthetic_poses.build_person`; ``look_own``: look at one of
+    the person's own objects too (:func:`_look_at_own`, the choice among them).
     Returns ``(group, box, looked-at object)`` moved into place, or ``None`` when nothing fits.
     """
-    group = build_person(rng, L, facing, interactions)
+    group = build_person(rng, L, facing, interactions, ride_hold=ride_hold)
+    if look_own is not None:
+        _look_at_own(group, look_own)
     ext = group.extent()
     look = next((o for v, o in interactions if v == "look_at"), None)
     if look is not None:
@@ -295,19 +346,53 @@ def _place_group(rng, cfg: SceneConfig, size, placed: list, margin: float, L: fl
     return None
 
 
+def _place_near(rng, cfg: SceneConfig, size, name: str, p: int, persons, person_boxes, objects, placed, layers,
+                looks: dict, base: float, tries: int = 30) -> bool:
+    """Place an unengaged ``name`` object beside person ``p`` (its box within one torso length of the
+    person's body box, horizontally or vertically), touching nobody and in nobody's line of sight."""
+    L = persons[p]["L"]
+    obj = new_object(name, sample_size(rng, name, "free", L), mirror=int(rng.choice([-1, 1])))
+    ext = extent_of(object_primitives(obj))
+    pb = person_boxes[p]
+    lo = np.maximum([pb[0] - L - ext[2], pb[1] - L - ext[3]], [2 - ext[0], 2 - ext[1]])
+    hi = np.minimum([pb[2] + L - ext[0], pb[3] + L - ext[1]], [size[0] - 2 - ext[2], size[1] - 2 - ext[3]])
+    if np.any(hi < lo):
+        return False
+    for _ in range(tries):
+        t = rng.uniform(lo, hi)
+        box = ext + np.tile(t, 2)
+        if _overlaps(box, placed, 0.12 * base, cfg.occlusion) \
+                or any(body_clearance(fig, box) < 0.2 * fig["L"] for fig in persons) \
+                or any(_gaze_hits(persons[q], [extent_of(object_primitives(objects[o])), box], 0) for q, o in looks.items()):
+            continue
+        obj["origin"] = [round(float(t[0]), 2), round(float(t[1]), 2)]
+        objects.append(obj)
+        placed.append(box)
+        layers.append((box[3], [["object", len(objects) - 1]]))
+        return True
+    return False
+
+
 def _try_scene(rng: np.random.Generator, cfg: SceneConfig, file_name: str, max_people: int) -> dict | None:
     size = (cfg.image_size, cfg.image_size)
-    n_people = 1 + int(rng.choice(len(cfg.people_weights), p=np.asarray(cfg.people_weights) / sum(cfg.people_weights)))
-    n_people = min(n_people, max_people)
+    crowd = cfg.p_crowd > 0 and max_people > 1 and rng.random() < cfg.p_crowd
+    if crowd:
+        n_people = int(rng.integers(cfg.crowd_people[0], cfg.crowd_people[1] + 1))
+    else:
+        n_people = 1 + int(rng.choice(len(cfg.people_weights), p=np.asarray(cfg.people_weights) / sum(cfg.people_weights)))
+        n_people = min(n_people, max_people)
     base = cfg.image_size * rng.uniform(*cfg.person_scale) * (0.85 if n_people >= 3 else 1.0)
+    base *= cfg.crowd_scale if crowd else 1.0
     margin = 0.12 * base
-    persons, objects, effects, placed, layers, owners = [], [], [], [], [], []
+    persons, objects, effects, placed, layers, owners, person_boxes = [], [], [], [], [], [], []
     engaged: dict[tuple[int, int], set[str]] = {}
     looks: dict[int, int] = {}
     for _ in range(n_people):
         L, facing, interactions = base * rng.uniform(0.9, 1.1), int(rng.choice([-1, 1])), sample_interactions(rng, cfg)
+        ride_hold = cfg.p_ride_hold > 0 and ("ride", "bicycle") in interactions and rng.random() < cfg.p_ride_hold
+        look_own = int(rng.integers(2)) if cfg.p_look_same > 0 and rng.random() < cfg.p_look_same else None
         for scale in (1.0, 0.85, 0.72):  # a group that does not fit is tried smaller before it is dropped
-            found = _place_group(rng, cfg, size, placed, margin, L * scale, facing, interactions)
+            found = _place_group(rng, cfg, size, placed, margin, L * scale, facing, interactions, ride_hold, look_own)
             if found is not None:
                 break
         if found is None:
@@ -322,6 +407,11 @@ def _try_scene(rng: np.random.Generator, cfg: SceneConfig, file_name: str, max_p
         for obj, verb in zip(group.objects, group.verbs):
             engaged.setdefault((p, len(objects)), set()).add(verb)
             objects.append(obj)
+        for k, verb in group.also:  # more verbs on the same pairs
+            engaged[(p, first + k)].add(verb)
+            if verb == "look_at":
+                looks[p] = first + k
+        person_boxes.append(extent_of(F.figure_primitives(group.person)))
         effects += group.effects
         owners += [p] * len(group.effects)
         front = [(v, o["name"]) in Group.IN_FRONT for o, v in zip(group.objects, group.verbs)]
@@ -335,7 +425,16 @@ def _try_scene(rng: np.random.Generator, cfg: SceneConfig, file_name: str, max_p
             objects.append(target)
             placed.append(extent_of(object_primitives(target)))
             layers.append((placed[-1][3], [["object", len(objects) - 1]]))
-    n_free = int(rng.choice(len(cfg.distractor_weights), p=np.asarray(cfg.distractor_weights) / sum(cfg.distractor_weights)))
+    if cfg.p_same_class_near > 0:
+        for p in range(len(persons)):
+            own = sorted(o for (q, o) in engaged if q == p)
+            if own and rng.random() < cfg.p_same_class_near:
+                _place_near(rng, cfg, size, objects[own[int(rng.integers(len(own)))]]["name"], p, persons, person_boxes,
+                            objects, placed, layers, looks, base)
+    if crowd:
+        n_free = int(rng.integers(cfg.crowd_distractors[0], cfg.crowd_distractors[1] + 1))
+    else:
+        n_free = int(rng.choice(len(cfg.distractor_weights), p=np.asarray(cfg.distractor_weights) / sum(cfg.distractor_weights)))
     n_free += int(rng.integers(1, 3)) if cfg.clutter else 0
     names = sorted(PRIOR)
     for _ in range(n_free):

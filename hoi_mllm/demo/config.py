@@ -66,8 +66,8 @@ class DemoConfig:
     test_images: int = _help("synthetic test images (evaluation only; nothing is tuned on them)", default=300)
     image_size: int = _help("side of the square synthetic images in pixels", default=256)
     split: str = _help("zero-shot split of the world (unseen verb-object combinations)", default="uc_a")
-    habits: str = _help("annotation habits of the world: hico (every verb row its own jittered boxes, crowded "
-                        "scenes, as HICO-DET's files; hoi_mllm.data.synthetic.HABITS) or clean (exact boxes)",
+    habits: str = _help("annotation habits of the world: hico (every verb row its own jittered boxes, several "
+                        "verbs on one pair, same-class objects beside a person, crowded scenes, as HICO-DET's files; hoi_mllm.data.synthetic.HABITS) or clean (exact boxes)",
                         default="hico")
     yolo: YOLOTrainConfig = _help("the detector trained on the world", default_factory=YOLOTrainConfig)
     recipe: str = _help("fine-tuning recipe (built-in name or YAML file)", default="synthetic")
