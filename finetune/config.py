@@ -8,7 +8,8 @@ Sections: ``model`` (base MLLM, precision, quantization, the recogniser), ``adap
 / frozen language model, which other parts train), ``data`` (annotations, zero-shot split,
 held-out validation images), ``pairs`` (where training pairs come from), ``matcher`` (EoID
 two-stage matching), ``teacher`` (soft targets of potential pairs), ``loss``, ``optim``, ``train``
-(steps, batch, accumulation, precision, checkpoints) and ``eval`` (periodic validation mAP).
+(stage, steps, batch, accumulation, precision, checkpoints), ``eval`` (periodic validation mAP) and
+``sap`` (a pre-trained SAP from a ``train.stage=sap`` run: loaded, frozen or slowed; finetune/sap_stage.py).
 """
 from __future__ import annotations
 
