@@ -68,6 +68,7 @@ def test_sap_pretraining_reduces_its_loss_and_trains_only_sap(sap_run):
     assert not (sap_run / "final" / "recogniser.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_pretrained_sap_loads_frozen_into_the_joint_stage(world, sap_run, tmp_path):
     saved = {k[4:]: v for k, v in load_file(str(sap_run / "final" / SAP_WEIGHTS)).items() if k.startswith("sap.")}
     cfg = small(world, **{"sap.pretrained": str(sap_run / "final" / SAP_WEIGHTS), "train.steps": 2,
@@ -151,6 +152,7 @@ def test_sap_stage_config_errors():
     assert cfg.model == load_config("hico_det").model and cfg.data == load_config("hico_det").data
 
 
+@pytest.mark.slow
 def test_sap_stage_resume_equals_the_uninterrupted_run(world, tmp_path):
     cfg = small(world, "synthetic_sap", **{"train.steps": 4, "train.checkpoint_every": 2, "augment.flip": True,
                                            "augment.color_jitter": 0.4, "model.recogniser.sap.dropout": 0.1})
