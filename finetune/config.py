@@ -8,7 +8,8 @@ Sections: ``model`` (base MLLM, precision, quantization, the recogniser), ``adap
 / frozen language model, which other parts train), ``data`` (annotations, zero-shot split,
 held-out validation images), ``pairs`` (where training pairs come from), ``matcher`` (EoID
 two-stage matching), ``teacher`` (soft targets of potential pairs), ``loss``, ``optim``, ``train``
-(steps, batch, accumulation, precision, checkpoints) and ``eval`` (periodic validation mAP).
+(stage, steps, batch, accumulation, precision, checkpoints), ``eval`` (periodic validation mAP) and
+``sap`` (a pre-trained SAP from a ``train.stage=sap`` run: loaded, frozen or slowed; finetune/sap_stage.py).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ TARGET_RULES = ("union", "one-to-one")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MISSING_CLASSES = ("skip", "zero")
+STAGES = ("joint", "sap")
 # projection / merger modules of each family (trained fully unless adapter.train_projector is false)
 QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -328,6 +330,9 @@ class OptimConfig:
 class TrainConfig:
     """The loop: steps, batch, accumulation, precision, logging and checkpoints."""
 
+    stage: str = _help("joint: the recogniser end to end (LoRA, SAP, projection to the LM, match embedding); sap: DA-HOI's "
+                       "SAP pre-training, SAP and a verb classifier alone on the frozen visual grid (no language-model "
+                       "forward; RUN/final/sap.safetensors, loaded by the next stage's sap.pretrained)", default="joint")
     steps: int = _help("optimiser steps (derived from train.epochs when that is set)", default=1000)
     epochs: float | None = _help("schedule length in epochs over the training images (DA-HOI: 16); when set, "
                                  "train.steps = ceil(epochs * images / (batch_size * gradient_accumulation * "
@@ -350,6 +355,7 @@ class TrainConfig:
         if self.epochs is not None:
             check_range(self.epochs, "train.epochs", 0, low_open=True)
         check_choice(self.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+        check_choice(self.stage, STAGES, "train.stage")
 
 
 def steps_of_epochs(train: TrainConfig, images: int, processes: int = 1) -> int:
@@ -358,6 +364,25 @@ def steps_of_epochs(train: TrainConfig, images: int, processes: int = 1) -> int:
         return train.steps
     per_step = train.batch_size * train.gradient_accumulation * processes
     return max(1, math.ceil(train.epochs * images / per_step))
+
+
+@dataclass(frozen=True)
+class SAPStageConfig:
+    """A pre-trained SAP (``train.stage=sap``'s output) in the joint stage: loaded, then frozen or slowed."""
+
+    pretrained: str | None = _help("RUN/final/sap.safetensors of a train.stage=sap run (recipe sap_pretrain): its SAP "
+                                   "body (pooling, fusion, context decoder, interactiveness) is loaded before training; "
+                                   "the projection to the LM still trains (null: SAP starts from scratch)",
+                                   default=None)
+    freeze: bool = _help("with sap.pretrained: keep the loaded SAP body frozen (DA-HOI); false: train it at "
+                         "sap.lr_scale x optim.head_lr", default=True)
+    lr_scale: float = _help("with sap.pretrained and sap.freeze false: the SAP body's learning rate as a multiple of "
+                            "optim.head_lr", default=0.1)
+
+    def __post_init__(self):
+        check_range(self.lr_scale, "sap.lr_scale", 0, low_open=True)
+        if self.pretrained is not None and not str(self.pretrained).strip():
+            raise ConfigError("config key 'sap.pretrained' is empty; give RUN/final/sap.safetensors or null")
 
 
 @dataclass(frozen=True)
@@ -391,8 +416,16 @@ class FinetuneConfig:
     optim: OptimConfig = _help("optimiser and schedule", default_factory=OptimConfig)
     train: TrainConfig = _help("training loop", default_factory=TrainConfig)
     eval: EvalConfig = _help("periodic evaluation", default_factory=EvalConfig)
+    sap: SAPStageConfig = _help("a pre-trained SAP in the joint stage", default_factory=SAPStageConfig)
 
     def __post_init__(self):
+        if self.train.stage == "sap":
+            if self.sap.pretrained:
+                raise ConfigError("sap.pretrained is for the joint stage (train.stage=joint); the SAP stage "
+                                  "(train.stage=sap) trains SAP from scratch: set sap.pretrained=null")
+            if self.eval.every:
+                raise ConfigError("eval.every is set but train.stage=sap has no verb scores to evaluate (the "
+                                  "language model is not run): set eval.every=0")
         if not self.data.train:
             raise ConfigError("config key 'data.train' is not set: give the training annotation file "
                               "(e.g. data.train=hicodet/instances_train2015.json)")

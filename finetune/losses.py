@@ -194,3 +194,34 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
     i = interactiveness_loss(interactiveness, interactiveness_targets, interactiveness_mask)
     v, d, i = config.verb_weight * v, config.distill_weight * d, config.interactiveness_weight * i
     return LossTerms(v + d + i, v, d, i, int(seen.sum()), int(potential.sum()), int(role.numel()))
+
+
+def sap_stage_losses(verb_logits: Tensor, interactiveness: Tensor, candidates: Tensor, class_verbs: Tensor,
+                     verb_targets: Tensor, slots: Tensor, interactiveness_targets: Tensor,
+                     interactiveness_mask: Tensor, config: LossConfig, seen_pairs: int = 0) -> LossTerms:
+    """SAP pre-training's two terms (``train.stage=sap``; DA-HOI ``SAP/models/interaction.py``).
+
+    * **verb**: the verb classifier's ``verb_logits [P, V]`` read at each candidate slot's verb
+      (``class_verbs[candidates]``: the object-verb prior, so only the verbs of the pair's object count),
+      focal (``loss.verb``, ``loss.focal_alpha`` / ``focal_gamma``; DA-HOI: binary focal, alpha 0.5, gamma 2)
+      over the ``slots [P, C]`` mask (every pair's seen candidate slots: unseen classes are neither positive nor
+      negative), summed and divided by the positive slots, as DA-HOI divides by ``n_p``;
+    * **interactiveness**: binary focal on ``interactiveness [P]`` logits against the targets over
+      ``interactiveness_mask``, summed and divided by the positive pairs (DA-HOI: ``n_interaction``).
+
+    Each term is weighted by ``loss.verb_weight`` / ``loss.interactiveness_weight``; ``distill`` is 0.
+    """
+    device = verb_logits.device
+    cands = candidates.to(device)
+    slot_verbs = class_verbs.to(device)[cands.clamp(min=0)]  # [P, C]
+    logits = verb_logits.gather(1, slot_verbs)  # [P, C]
+    v = verb_loss(logits, verb_targets.to(device), slots.to(device) & (cands >= 0), config)
+    mask = interactiveness_mask.to(interactiveness.device)
+    x, t = interactiveness.float()[mask], interactiveness_targets.to(interactiveness.device).float()[mask]
+    if x.numel():
+        i = focal_loss(x, t, config.focal_alpha, config.focal_gamma).sum() / t.sum().clamp(min=1.0)
+    else:
+        i = interactiveness.sum() * 0.0
+    v, i = config.verb_weight * v, config.interactiveness_weight * i.to(device)
+    zero = v * 0.0
+    return LossTerms(v + i, v, zero, i, seen_pairs, 0, int(interactiveness.numel()))

@@ -114,6 +114,8 @@ def build_student(config: FinetuneConfig, vocabulary, device: torch.device | str
     if config.model.pair_token_gain is not None:
         with torch.no_grad():
             recogniser.sap.token_norm.weight.fill_(config.model.pair_token_gain)
+    if config.train.stage == "sap":  # DA-HOI's SAP pre-training: SAP's body + a verb classifier, nothing else
+        return sap_stage_student(recogniser, vocabulary)
     if config.model.pretrain_steps:
         from hoi_mllm.finetune.language import pretrain_language_model
 
@@ -121,10 +123,31 @@ def build_student(config: FinetuneConfig, vocabulary, device: torch.device | str
                                          config.model.pretrain_separation)
         log.info("language warm-up: prompt loss %.3f -> %.3f in %d steps", losses[0], losses[-1], len(losses))
     apply_adapter(backbone, config.adapter, config.model.quantization is not None, config.model.gradient_checkpointing)
+    if config.sap.pretrained:
+        from hoi_mllm.finetune.sap_stage import load_pretrained_sap
+
+        meta = load_pretrained_sap(recogniser, config.sap.pretrained, freeze=config.sap.freeze)
+        log.info("SAP body loaded from %s (%s)", meta["weights"],
+                 "frozen" if config.sap.freeze else f"trained at {config.sap.lr_scale} x head_lr")
     recogniser.train()
     counts = parameter_counts(recogniser)
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{counts['trainable']:,}", f"{counts['total']:,}",
              100 * counts["trainable"] / max(1, counts["total"]))
+    return recogniser
+
+
+def sap_stage_student(recogniser: HOIRecogniser, vocabulary) -> HOIRecogniser:
+    """The ``train.stage=sap`` student: every weight frozen (vision tower, merger, language model, the projection
+    to the LM, match embeddings) but SAP's body and the verb classifier over the vocabulary's verbs. The
+    language warm-up of tiny presets (``model.pretrain_steps``) is skipped: the language model is not used."""
+    for p in recogniser.parameters():
+        p.requires_grad_(False)
+    recogniser.add_verb_classifier(vocabulary.num_verbs)
+    for p in [*recogniser.sap.body_parameters(), *recogniser.sap_verb_classifier.parameters()]:
+        p.requires_grad_(True)
+    recogniser.train()
+    counts = parameter_counts(recogniser)
+    log.info("SAP pre-training: %s trainable parameters of %s", f"{counts['trainable']:,}", f"{counts['total']:,}")
     return recogniser
 
 

@@ -12,7 +12,14 @@ Per image of a batch, read top to bottom:
    on the matched combination's boxes; every pair but the ignored ones an interactiveness target.
 
 The batch's pairs are then concatenated and :func:`~hoi_mllm.finetune.losses.hoi_losses` computes
-the terms once. The module wraps the recogniser so that ``accelerate.prepare`` (DDP) sees one
+the terms once.
+
+``stage="sap"`` (``train.stage=sap``, DA-HOI's SAP pre-training) replaces 2: the visual grid is
+computed under ``no_grad`` (vision tower and merger frozen, the language model never runs), SAP
+pools the proposals and its verb classifier (``HOIRecogniser.sap_verb_classifier``) scores the
+vocabulary's verbs; 3 and 4 are the same :func:`~hoi_mllm.finetune.targets.build_targets` (union
+rule, seen classes only), of which the seen pairs' positives and interactiveness are used (every
+other pair is a negative, as in DA-HOI; no teacher); :func:`~hoi_mllm.finetune.losses.sap_stage_losses`. The module wraps the recogniser so that ``accelerate.prepare`` (DDP) sees one
 forward per step; the teacher is held outside the module tree (never synchronised or trained).
 """
 from __future__ import annotations
@@ -26,11 +33,19 @@ from torch import Tensor, nn
 from hoi_mllm.data.coco_detections import is_detection_only
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.finetune.config import LossConfig, MatcherConfig, PairsConfig
-from hoi_mllm.finetune.losses import LossTerms, align_scores, candidate_mask, candidate_targets, hoi_losses, verb_loss
+from hoi_mllm.finetune.losses import (
+    LossTerms,
+    align_scores,
+    candidate_mask,
+    candidate_targets,
+    hoi_losses,
+    sap_stage_losses,
+    verb_loss,
+)
 from hoi_mllm.finetune.matcher import PairSet, pair_ious
 from hoi_mllm.finetune.targets import SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
-from hoi_mllm.models.matching import RecognitionOutput
+from hoi_mllm.models.matching import RecognitionOutput, candidate_lists, pad_candidates
 from hoi_mllm.models.recogniser import HOIRecogniser
 from hoi_mllm.pairs import propose_pairs
 from hoi_mllm.records import Detections, Pairs
@@ -104,12 +119,16 @@ class TrainingStep(nn.Module):
         seed: seed of the per-image pair subsampling (``pairs.max_train_pairs``).
         distill_classes: classes whose slots take the teacher's soft labels under ``loss.distill=eoid``
             (:func:`~hoi_mllm.finetune.targets.soft_label_classes`; None: every class but no-interaction).
+        stage: ``joint`` or ``sap`` (SAP pre-training; the recogniser must have its ``sap_verb_classifier``).
     """
 
     def __init__(self, recogniser: HOIRecogniser, seen_classes: frozenset[int], pairs: PairsConfig,
                  matcher: MatcherConfig, loss: LossConfig, teacher: Teacher, seed: int = 0,
-                 distill_classes: frozenset[int] | None = None):
+                 distill_classes: frozenset[int] | None = None, stage: str = "joint"):
         super().__init__()
+        if stage == "sap" and recogniser.sap_verb_classifier is None:
+            raise ValueError("stage 'sap' needs the recogniser's verb classifier (HOIRecogniser.add_verb_classifier)")
+        self.stage = stage
         self.recogniser = recogniser
         self.vocabulary = recogniser.vocabulary
         self.seen_classes = frozenset(seen_classes)
@@ -162,7 +181,55 @@ class TrainingStep(nn.Module):
                 teacher[rows] = align_scores(cands[rows], t_cands, t_probs)
         return ImageTargets(t.role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
 
+    def sap_forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
+        """SAP pre-training's step (module docstring): frozen grid, SAP, verb classifier, the same targets."""
+        rec, vocab = self.recogniser, self.vocabulary
+        verb_logits, inter_logits, cands, targets, slots, inter_t, inter_m = [], [], [], [], [], [], []
+        seen_pairs = 0
+        for item in batch:
+            pairs = self.proposals(item, step_seed)
+            if len(pairs) == 0:
+                continue
+            with torch.no_grad():  # vision tower + merger frozen; the language model never runs
+                enc = rec.encode(item.image)
+            out = rec.sap(enc.grid.detach(), torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
+                          enc.image_size, enc.grid_scale)
+            objects = rec.check_objects(pairs.object_labels)
+            c = pad_candidates(candidate_lists(vocab, objects, self.everything, None))  # [P, C] the prior's classes
+            if c.numel() == 0:  # no object of this image has a class in the vocabulary
+                continue
+            props = PairSet(torch.as_tensor(pairs.human_boxes).float(), torch.as_tensor(pairs.object_boxes).float(),
+                            torch.as_tensor(pairs.object_labels).long(), torch.as_tensor(pairs.object_scores).float())
+            detection_only = is_detection_only(item.sample)
+            t = build_targets(item.sample, props, torch.sigmoid(out.interactiveness.detach().float().cpu()),
+                              pairs.image_size, self.rule, self.matcher_config, detection_only=detection_only)
+            seen = t.role == SEEN
+            seen_pairs += int(seen.sum())
+            verb_logits.append(rec.sap_verb_classifier(out.features))
+            inter_logits.append(out.interactiveness)
+            cands.append(c)
+            targets.append(candidate_targets(c, t.positives))
+            # DA-HOI: every pair counts, the unmatched ones as negatives; a detection-only image has no labels
+            slots.append(candidate_mask(c, self.seen_classes) & (not detection_only))
+            inter_t.append(t.interactiveness * seen.float())
+            inter_m.append(torch.full((len(pairs),), not detection_only, dtype=torch.bool))
+        if not verb_logits:
+            zero = sum(p.sum() * 0.0 for p in rec.parameters() if p.requires_grad)
+            return LossTerms(zero, zero, zero, zero)
+        width = max(c.shape[1] for c in cands)
+
+        def pad(x: Tensor, value=0) -> Tensor:
+            return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+        return sap_stage_losses(torch.cat(verb_logits), torch.cat(inter_logits),
+                                torch.cat([pad(c, -1) for c in cands]), self.class_verbs,
+                                torch.cat([pad(t) for t in targets]), torch.cat([pad(m, False) for m in slots]),
+                                torch.cat(inter_t), torch.cat(inter_m), self.loss_config, seen_pairs)
+
     def forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
+        if self.stage == "sap":
+            self.last_images = [item.sample.file_name for item in batch]
+            return self.sap_forward(batch, step_seed)
         outputs, targets = [], []
         self.last_images = [item.sample.file_name for item in batch]
         for item in batch:

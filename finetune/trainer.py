@@ -14,7 +14,8 @@ Run folder::
     history.jsonl        logged loss terms and evaluations (monitor.py)
     tensorboard/         TensorBoard event files
     checkpoints/         step_XXXXXXX/ (checkpoint.py), the last train.keep_checkpoints
-    final/               the fine-tuned recogniser (HOIPipeline folder)
+    final/               the fine-tuned recogniser (HOIPipeline folder); train.stage=sap: sap.safetensors +
+                         sap.json (finetune/sap_stage.py), named by the next stage's sap.pretrained
     loss_curve.png       the loss terms (and evaluation mAP) against the step
     summary.json         steps, time, images/s, final evaluation
 
@@ -85,20 +86,24 @@ def language_model_prefix(model: torch.nn.Module) -> str:
     return f"backbone.{backbone.module_path('language_model')}." if backbone is not None else "\0"
 
 
-def parameter_groups(model: torch.nn.Module, config: OptimConfig) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, config: OptimConfig, scaled: dict[str, float] | None = None
+                     ) -> list[dict]:
     """AdamW groups: language-model weights at ``lr``, the rest at ``head_lr``; no decay on 1-D tensors.
 
-    Which parameters are the language model's the backbone adapter says (:meth:`Backbone.module_path`)."""
+    Which parameters are the language model's the backbone adapter says (:meth:`Backbone.module_path`).
+    ``scaled`` maps parameter names to a factor of their group's rate (``sap.lr_scale`` on a pre-trained SAP)."""
     lm_prefix = language_model_prefix(model)
-    groups: dict[tuple[bool, bool], list] = {}
+    scaled = scaled or {}
+    groups: dict[tuple[bool, bool, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = (lm_prefix in name, p.ndim >= 2 and "embed" not in name)
+        key = (lm_prefix in name, p.ndim >= 2 and "embed" not in name, float(scaled.get(name, 1.0)))
         groups.setdefault(key, []).append(p)
     head_lr = config.head_lr if config.head_lr is not None else config.lr
-    return [{"params": ps, "lr": config.lr if lm else head_lr, "weight_decay": config.weight_decay if decay else 0.0}
-            for (lm, decay), ps in sorted(groups.items())]
+    return [{"params": ps, "lr": (config.lr if lm else head_lr) * factor,
+             "weight_decay": config.weight_decay if decay else 0.0}
+            for (lm, decay, factor), ps in sorted(groups.items())]
 
 
 def schedule(step: int, total: int, warmup: int, kind: str) -> float:
@@ -111,8 +116,9 @@ def schedule(step: int, total: int, warmup: int, kind: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
 
 
-def make_optimizer(model: torch.nn.Module, config: OptimConfig, total_steps: int):
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=tuple(config.betas))
+def make_optimizer(model: torch.nn.Module, config: OptimConfig, total_steps: int,
+                   scaled: dict[str, float] | None = None):
+    optimizer = torch.optim.AdamW(parameter_groups(model, config, scaled), lr=config.lr, betas=tuple(config.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: schedule(s, total_steps, config.warmup_steps, config.scheduler))
     return optimizer, scheduler
@@ -258,8 +264,12 @@ class Trainer:
             cfg = self.config = replace(cfg, train=replace(cfg.train, steps=steps))
             log.info("train.epochs %g over %d images: %d steps", cfg.train.epochs, len(data.train), steps)
         ckpt = self._checkpoint(accelerator.num_processes)
-        data, detected = self._data(accelerator, data)
         vocab = data.vocabulary
+        if cfg.sap.pretrained:  # missing file, another vocabulary or SAP shape: before any weight is built
+            from hoi_mllm.finetune.sap_stage import check_pretrained_sap
+
+            check_pretrained_sap(cfg.sap.pretrained, vocab, cfg.model.recogniser.sap)
+        data, detected = self._data(accelerator, data)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -269,11 +279,18 @@ class Trainer:
         if ckpt is not None:
             check_base(ckpt, fingerprint)
         load_base = base_loader(cfg.model, vocab, accelerator.device)
-        teacher = build_teacher(cfg.teacher, vocab, recogniser, load_base, share_base=shares_base(cfg),
-                                annotations=data.train)
+        sap_stage = cfg.train.stage == "sap"
+        # the SAP stage has no verb scores to distil into: no teacher (none is loaded)
+        teacher = build_teacher(replace(cfg.teacher, kind="none") if sap_stage else cfg.teacher, vocab, recogniser,
+                                load_base, share_base=shares_base(cfg), annotations=data.train)
         step_module = TrainingStep(recogniser, vocab.seen_classes(data.split), cfg.pairs, cfg.matcher, cfg.loss,
-                                   teacher, cfg.train.seed, soft_label_classes(vocab, data.split))
-        optimizer, scheduler = make_optimizer(recogniser, cfg.optim, cfg.train.steps)
+                                   teacher, cfg.train.seed, soft_label_classes(vocab, data.split), cfg.train.stage)
+        scaled = None
+        if cfg.sap.pretrained and not cfg.sap.freeze:
+            from hoi_mllm.finetune.sap_stage import sap_body_names
+
+            scaled = dict.fromkeys(sap_body_names(recogniser), cfg.sap.lr_scale)
+        optimizer, scheduler = make_optimizer(recogniser, cfg.optim, cfg.train.steps, scaled)
         if accelerator.distributed_type == "DEEPSPEED":
             fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, cfg)
         # together: accelerate starts the DeepSpeed engine only inside prepare() when it sees both (prepared
@@ -398,7 +415,9 @@ class Trainer:
         from hoi_mllm.finetune.evaluate import evaluate_recogniser
 
         out = None
-        if accelerator.is_main_process and data.val:
+        if self.config.train.stage == "sap":  # no language model run, no verb scores: nothing to evaluate
+            log.info("train.stage=sap: no evaluation (SAP alone gives no candidate scores)")
+        elif accelerator.is_main_process and data.val:
             samples = data.val[: self.config.eval.max_images] if self.config.eval.max_images else data.val
             with accelerator.autocast():
                 out = evaluate_recogniser(recogniser, samples, data.split, self.config.pairs.proposal,
@@ -424,6 +443,12 @@ class Trainer:
         from hoi_mllm.pipeline import HOIPipeline
 
         path = self.run_dir / "final"
+        if self.config.train.stage == "sap":
+            from hoi_mllm.finetune.sap_stage import save_pretrained_sap
+
+            weights = save_pretrained_sap(path, recogniser, self.config.model.base)
+            log.info("saved the pre-trained SAP to %s (next stage: sap.pretrained=%s)", weights, weights)
+            return path
         was_training = recogniser.training
         recogniser.eval()
         # base weights trained outside LoRA (projector, vision, full LM) exist only in memory: save the base whole

@@ -1,7 +1,7 @@
 """``hoi-mllm finetune CONFIG.yaml [key=value ...] [--resume]``: LoRA fine-tuning with two-stage matching.
 
 CONFIG is a YAML file or a built-in recipe name (``hico_det``, ``rare_first``, ..., ``vcoco``,
-``synthetic``, ``synthetic_quick``); ``key.sub=value`` pairs override it. Several GPUs (or CPU
+``synthetic``, ``synthetic_quick``, ``sap_pretrain``: DA-HOI's SAP pre-training stage); ``key.sub=value`` pairs override it. Several GPUs (or CPU
 processes): ``accelerate launch --num_processes N -m hoi_mllm finetune CONFIG ...`` (see
 ``finetune/configs/accelerate_*.yaml``).
 """
@@ -67,6 +67,11 @@ def run(args) -> int:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in result.eval.items() if k in ("full", "seen", "unseen", "rare", "non_rare")
                           and v is not None)
         print(f"held-out mAP (ground-truth boxes, {result.eval['images']} images): {shown}")
-    if result.final_dir:
+    if result.final_dir and config.train.stage == "sap":
+        from hoi_mllm.finetune.sap_stage import SAP_WEIGHTS
+
+        weights = Path(result.final_dir) / SAP_WEIGHTS
+        print(f"pre-trained SAP saved to {weights} (next stage: hoi-mllm finetune RECIPE sap.pretrained={weights})")
+    elif result.final_dir:
         print(f"recogniser saved to {result.final_dir} (hoi-mllm detect --model {result.final_dir} ...)")
     return 0

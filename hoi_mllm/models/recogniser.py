@@ -213,8 +213,18 @@ class HOIRecogniser(nn.Module):
                 module.to(backbone.device)
         self.match_embedding.data = self.match_embedding.data.to(backbone.device)
         self.answer_embedding.data = self.answer_embedding.data.to(backbone.device)
+        self.sap_verb_classifier: nn.Linear | None = None  # train.stage=sap only (add_verb_classifier)
         self._generator = torch.Generator().manual_seed(config.seed)
         self.pad_id = int(backbone.tokenizer.pad_token_id if backbone.tokenizer.pad_token_id is not None else 0)
+
+    def add_verb_classifier(self, num_verbs: int) -> nn.Linear:
+        """SAP pre-training's verb classifier (DA-HOI ``SAP/models/interaction.py``): one logit per verb of the
+        vocabulary from SAP's pair feature, read at the verbs the object-verb prior allows. Only the SAP stage
+        (``train.stage=sap``) adds it; its weights go to ``sap.safetensors``, never into a recogniser folder."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + 1)
+            self.sap_verb_classifier = nn.Linear(self.config.sap.hidden_size, int(num_verbs)).to(self.backbone.device)
+        return self.sap_verb_classifier
 
     # ------------------------------------------------------------------ state owned by the recogniser
     def own_state_dict(self) -> dict[str, Tensor]:
