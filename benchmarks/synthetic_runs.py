@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 
 
-def evaluate_ground_truth_boxes(final_dir: str, test, split: str | None) -> dict:
-    """Held-out Seen / Unseen / Full mAP (Default setting) and U-R@5 of a trained model, in percent."""
+def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=None) -> dict:
+    """Held-out Seen / Unseen / Full mAP (Default setting) and U-R@5 of a trained model (a saved folder or a
+    recogniser), in percent; ``pair_config`` default: every pair (``max_pairs=None``)."""
     from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, unseen_pair_recall
     from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
     from hoi_mllm.pairs import PairProposalConfig
     from hoi_mllm.pipeline import HOIPipeline
 
-    rec = HOIPipeline.from_pretrained(final_dir).recogniser
-    preds = predict_ground_truth_boxes(rec, test, PairProposalConfig(max_pairs=None))
+    rec = HOIPipeline.from_pretrained(final_dir).recogniser if isinstance(final_dir, (str, Path)) else final_dir
+    preds = predict_ground_truth_boxes(rec, test, pair_config or PairProposalConfig(max_pairs=None))
     summary = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=split, settings=("default",))
                                ).settings["default"].summary
     ur = unseen_pair_recall(test, preds, rec.vocabulary, split, ks=(5,)) if split else {5: None}
@@ -26,11 +27,8 @@ def evaluate_ground_truth_boxes(final_dir: str, test, split: str | None) -> dict
             "ur5": pct(ur[5])}
 
 
-def train_and_evaluate(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: int,
-                       threads: int) -> dict:
-    """Fine-tune ``recipe`` (with ``overrides``) on ``world``'s training file, then
-    :func:`evaluate_ground_truth_boxes` on its test file; adds ``train_seconds``."""
-    from hoi_mllm.data import load_annotations
+def train(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: int, threads: int):
+    """Fine-tune ``recipe`` (with ``overrides``) on ``world``'s training file: ``(final_dir, config, seconds)``."""
     from hoi_mllm.finetune.config import load_config
     from hoi_mllm.finetune.trainer import finetune
 
@@ -40,6 +38,14 @@ def train_and_evaluate(world, recipe: str, overrides: dict, run_dir: Path, seed:
                                "train.threads": threads, **overrides})
     start = time.perf_counter()
     result = finetune(cfg, run_dir, progress=False)
-    seconds = time.perf_counter() - start
+    return result.final_dir, cfg, time.perf_counter() - start
+
+
+def train_and_evaluate(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: int,
+                       threads: int) -> dict:
+    """:func:`train`, then :func:`evaluate_ground_truth_boxes` on ``world``'s test file; adds ``train_seconds``."""
+    from hoi_mllm.data import load_annotations
+
+    final_dir, cfg, seconds = train(world, recipe, overrides, run_dir, seed, steps, threads)
     test = load_annotations(world.annotations["test"])
-    return evaluate_ground_truth_boxes(result.final_dir, test, cfg.data.split) | {"train_seconds": round(seconds, 1)}
+    return evaluate_ground_truth_boxes(final_dir, test, cfg.data.split) | {"train_seconds": round(seconds, 1)}

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from hoi_mllm.data.sample import HOISample
 from hoi_mllm.detectors.ground_truth import MERGE_IOU
 from hoi_mllm.finetune.data import annotated_detections
-from hoi_mllm.pairs import PairProposalConfig
+from hoi_mllm.pairs import PairProposalConfig, dropped_pairs
 from hoi_mllm.postprocess import PostprocessConfig
 
 
@@ -54,7 +54,9 @@ def evaluate_recogniser(recogniser, samples: Sequence[HOISample], split: str | N
     """mAP (in percent) of a recogniser on ``samples`` with ground-truth boxes.
 
     Returns:
-        ``{"full", "rare", "non_rare", "seen", "unseen" (with a split), "images", "seconds_per_image"}``;
+        ``{"full", "rare", "non_rare", "seen", "unseen" (with a split), "images", "seconds_per_image",
+        "pairs_proposed", "pairs_gated", "pairs_capped"}`` (the last three: totals of the pairs proposed and
+        of those ``pair_config``'s gate and cap left out);
         a group without any class present in ``samples`` is ``None``. For the ``vcoco`` vocabulary:
         ``{"full" (role AP, Scenario 1), "role_ap_scenario_1", "role_ap_scenario_2", "images",
         "seconds_per_image"}``.
@@ -73,5 +75,5 @@ def evaluate_recogniser(recogniser, samples: Sequence[HOISample], split: str | N
         result = evaluate_hicodet(list(samples), predictions, recogniser.vocabulary,
                                   HICODetConfig(split=split, settings=("default",), missing_classes=missing_classes))
         out = {k: (None if v is None else 100.0 * v) for k, v in result.settings["default"].summary.items()}
-    out.update(images=len(samples), seconds_per_image=seconds / max(1, len(samples)))
+    out.update(images=len(samples), seconds_per_image=seconds / max(1, len(samples)), **dropped_pairs(predictions))
     return out

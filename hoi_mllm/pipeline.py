@@ -27,7 +27,7 @@ import torch
 from hoi_mllm.io import atomic_path, atomic_write_json, read_json
 from hoi_mllm.models.likelihood import LikelihoodConfig, LikelihoodScorer
 from hoi_mllm.models.recogniser import HOIRecogniser, RecogniserConfig
-from hoi_mllm.pairs import PairProposalConfig, propose_pairs
+from hoi_mllm.pairs import PairProposalConfig, propose_pairs, select_pairs
 from hoi_mllm.pipeline_config import FORMAT, MODES, PipelineConfig, PipelineConfigError  # noqa: F401
 from hoi_mllm.postprocess import PostprocessConfig, to_triplets
 from hoi_mllm.prompts.vocabulary import BUILTIN, Vocabulary, load_vocabulary
@@ -89,8 +89,13 @@ class HOIPipeline:
         detector: ``detector(images, file_names) -> list[Detections]`` with labels in the
             recogniser's vocabulary (may be ``None`` when only :meth:`recognise_detections` is used).
         recogniser: :class:`HOIRecogniser` or :class:`LikelihoodScorer`.
-        pair_config: :class:`PairProposalConfig` (which humans and objects are paired).
+        pair_config: :class:`PairProposalConfig` (which humans and objects are paired, and which pairs
+            are recognised: ``max_pairs``, ``select``, ``interactiveness_gate``).
         post_config: :class:`PostprocessConfig` (score exponents, top-K).
+
+    Attributes:
+        pair_counts: running totals over the images recognised so far of ``pairs_proposed``,
+            ``pairs_gated`` and ``pairs_capped`` (each image's own counts are in its triplets' ``extra``).
     """
 
     def __init__(self, detector, recogniser, pair_config: PairProposalConfig | None = None,
@@ -101,7 +106,13 @@ class HOIPipeline:
         self.post_config = post_config or PostprocessConfig()
         self.vocabulary: Vocabulary = recogniser.vocabulary
         self.interaction_report = None  # what load_pipeline(interactions=...) added
+        self.pair_counts = {"pairs_proposed": 0, "pairs_gated": 0, "pairs_capped": 0}
         self._check_detector(detector)
+        if self.pair_config.needs_interactiveness and not hasattr(recogniser, "pair_interactiveness"):
+            raise ValueError(f"pair selection select={self.pair_config.select!r}, interactiveness_gate="
+                             f"{self.pair_config.interactiveness_gate!r} needs an interactiveness head, which the "
+                             f"{self.mode} recogniser has not; use select='score' and interactiveness_gate=None "
+                             "(hoi-mllm detect --select score --interactiveness-gate none)")
 
     @property
     def mode(self) -> str:
@@ -116,12 +127,42 @@ class HOIPipeline:
                              f"{self.vocabulary.name!r}; build the detector with vocabulary={self.vocabulary.name!r}")
 
     def recognise_detections(self, image, dets: Detections, file_name: str = "") -> HOITriplets:
-        """Triplets of one image from its detections (an image with no person or nothing to pair gives none)."""
-        pairs = propose_pairs(dets, self.vocabulary.human_object, self.pair_config)
-        if len(pairs) == 0:
-            return HOITriplets.empty(file_name, dets.image_size)
-        output = self.recogniser.recognise(image, pairs)
-        return to_triplets(pairs, output, self.vocabulary, self.post_config, file_name, dets.image_size)
+        """Triplets of one image from its detections (an image with no person or nothing to pair gives none).
+
+        Every pair is proposed, :func:`~hoi_mllm.pairs.select_pairs` picks those the recogniser sees
+        (:meth:`proposals`); the triplets' ``extra`` says how many were proposed and how many the gate
+        and the cap left out."""
+        pairs, selection, image = self.proposals(image, dets)
+        kept = pairs[selection.index] if len(selection.index) < len(pairs) else pairs
+        if len(kept) == 0:
+            triplets = HOITriplets.empty(file_name, dets.image_size)
+        else:
+            output = self.recogniser.recognise(image, kept)
+            triplets = to_triplets(kept, output, self.vocabulary, self.post_config, file_name, dets.image_size)
+        triplets.extra.update(selection.counts())
+        return triplets
+
+    def proposals(self, image, dets: Detections) -> tuple:
+        """``(all proposed pairs, PairSelection, image or its encoding)`` of one image under ``pair_config``.
+
+        With ``select="interactiveness"`` or a gate, the image is encoded once here and SAP scores every
+        proposed pair (no language model); the encoding is returned for the recogniser to reuse.
+        """
+        from dataclasses import replace
+
+        pairs = propose_pairs(dets, self.vocabulary.human_object, replace(self.pair_config, max_pairs=None))
+        logits = None
+        if len(pairs) and self.pair_config.needs_interactiveness:
+            image = self.recogniser.encode(image)
+            logits = self.recogniser.pair_interactiveness(image, pairs)
+        selection = select_pairs(pairs, self.pair_config, logits)
+        for key, value in selection.counts().items():
+            self.pair_counts[key] += value
+        if selection.gated or selection.capped:
+            log.debug("%d of %d proposed pairs not recognised (%d gated, %d over max_pairs %s)",
+                      selection.gated + selection.capped, selection.proposed, selection.gated, selection.capped,
+                      self.pair_config.max_pairs)
+        return pairs, selection, image
 
     def __call__(self, images, file_names: Sequence[str] | None = None, prefetch: int = 0):
         """Detect HOI triplets in an image or a list of them.
@@ -346,7 +387,7 @@ def load_pipeline(model: str | Path, *, detector=None, vocabulary=None, mode: st
             The pipeline's vocabulary becomes the extended one; ``pipe.interaction_report`` says what
             was added and what was already there.
         **overrides: pair-proposal and post-processing settings (``top_k=``, ``max_pairs=``,
-            ``verb_exponent=`` ...): applied over the saved model's own values, which are kept otherwise.
+            ``select=``, ``interactiveness_gate=``, ``verb_exponent=`` ...): applied over the saved model's own values, which are kept otherwise.
     Raises:
         TypeError: an unknown override (naming the allowed ones). ValueError / FileNotFoundError: a bad
         spec, device, mode, vocabulary or model.

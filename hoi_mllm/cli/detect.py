@@ -20,6 +20,23 @@ log = logging.getLogger(__name__)
 from hoi_mllm.device import DEVICE_HELP
 
 DTYPES = ("float32", "bfloat16", "float16")
+SELECTIONS = ("score", "interactiveness")  # hoi_mllm.pairs.SELECTIONS (not imported: the parser loads no torch)
+_UNSET = object()
+
+
+def _gate(text: str):
+    """``--interactiveness-gate``: a probability in [0, 1), or ``none``."""
+    import argparse
+
+    if text.lower() in ("none", "null", "off"):
+        return _UNSET
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a probability in [0, 1) or none, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"a probability in [0, 1) or none, got {text!r}")
+    return value
 MODES = ("matching", "training-free")
 
 
@@ -55,8 +72,15 @@ def add_parser(sub) -> None:
                                                                  "the checkpoint's otherwise)")
     p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
                                                              "else 100)")
-    p.add_argument("--max-pairs", type=int, default=None, help="pairs per image, best human x object score first "
+    p.add_argument("--max-pairs", type=int, default=None, help="pairs per image recognised, chosen by --select "
                                                                 "(default: the saved model's, else 64)")
+    p.add_argument("--select", choices=SELECTIONS, default=None,
+                   help="which pairs --max-pairs keeps: score (best human x object detector score) or "
+                        "interactiveness (SAP scores every pair first; best interactiveness x human x object); "
+                        "default: the saved model's, else score")
+    p.add_argument("--interactiveness-gate", type=_gate, default=None, metavar="P|none",
+                   help="pairs whose interactiveness probability is <= P are not recognised (DA-HOI: 0.15; none: "
+                        "no gate); default: the saved model's, else none")
     p.add_argument("--prefetch", type=int, default=1, metavar="N",
                    help="images decoded and detected ahead by a background thread while the recogniser runs "
                         "(0: none; default: 1)")
@@ -90,6 +114,8 @@ def _settings(args, options: dict, pipeline) -> dict:
             "vocabulary": pipeline.recogniser.vocabulary.name,
             "detector_options": {k: str(v) for k, v in sorted(options.items()) if k not in _RUNTIME_OPTIONS},
             "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs,
+            **({"select": pipeline.pair_config.select, "interactiveness_gate": pipeline.pair_config.interactiveness_gate}
+               if pipeline.pair_config.needs_interactiveness else {}),
             **({"interactions": report.added} if report is not None and report.added else {})}
 
 
@@ -108,7 +134,10 @@ def run(args) -> int:
     except ValueError as exc:
         raise CLIError(f"--device: {exc}") from exc
     print(f"device: {device}", file=sys.stderr)
-    overrides = {k: v for k, v in (("top_k", args.top_k), ("max_pairs", args.max_pairs)) if v is not None}
+    overrides = {k: v for k, v in (("top_k", args.top_k), ("max_pairs", args.max_pairs), ("select", args.select),
+                                   ("interactiveness_gate", args.interactiveness_gate)) if v is not None}
+    if overrides.get("interactiveness_gate") is _UNSET:
+        overrides["interactiveness_gate"] = None
     interactions = list(args.interaction)
     if args.interactions:
         from hoi_mllm.interactions import read_interactions
@@ -138,6 +167,14 @@ def run(args) -> int:
     shards = f", {run.world} processes" if run.world > 1 else ""
     print(f"{len(result.images)} images ({run.new} new{shards}), {n_triplets} triplets -> "
           f"{out_dir / 'predictions.json'}" + ("" if args.no_vis else f" and {out_dir / 'vis'}/"))
+    from hoi_mllm.pairs import dropped_pairs
+
+    dropped = dropped_pairs(result.images)
+    if dropped["pairs_gated"] or dropped["pairs_capped"]:
+        print(f"{dropped['pairs_gated'] + dropped['pairs_capped']} of {dropped['pairs_proposed']} proposed pairs not "
+              f"recognised ({dropped['pairs_gated']} at or below the interactiveness gate, {dropped['pairs_capped']} "
+              f"over max_pairs {pipeline.pair_config.max_pairs}, chosen by {pipeline.pair_config.select}); per image: "
+              "pairs_gated / pairs_capped in predictions.json", file=sys.stderr)
     skipped, unpictured = result.meta.get("skipped", skipped), result.meta.get("pictures_failed", unpictured)
     if skipped:
         print(f"skipped {len(skipped)} image(s): " + ", ".join(s["file_name"] for s in skipped), file=sys.stderr)

@@ -317,6 +317,16 @@ class HOIRecogniser(nn.Module):
         """Inference: no gradients, cached prefix, pairs chunked by ``max_pairs_per_pass``, candidates in order."""
         return self.forward(image, pairs, mode="cache", allowed_classes=allowed_classes, shuffle=False)
 
+    @torch.no_grad()
+    def pair_interactiveness(self, image, pairs: Pairs) -> Tensor:
+        """``[P]`` interactiveness logits of ``pairs`` from SAP alone, no language model: the cheap first pass of
+        :func:`~hoi_mllm.pairs.select_pairs` (pass the :class:`ImageEncoding` from :meth:`encode` to reuse
+        it for :meth:`recognise`). The same values :meth:`recognise` reports for these pairs."""
+        self.check_objects(pairs.object_labels)
+        enc = image if isinstance(image, ImageEncoding) else self.encode(image)
+        return self.sap(enc.grid, torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
+                        enc.image_size, enc.grid_scale).interactiveness
+
     def _run(self, enc: ImageEncoding, embeds: Tensor, lengths: Tensor, mode: str,
              prefix_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
         """Suffixes ``[P, L, D]`` after ``enc`` -> (``[P, L, D]`` hidden, ``[T, D]`` prefix hidden or None).
