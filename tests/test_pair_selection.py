@@ -120,6 +120,18 @@ def test_pipeline_recognises_the_pairs_sap_ranks_first_and_reports_the_rest(reco
     assert shut.pair_counts == {"pairs_proposed": 5, "pairs_gated": 5, "pairs_capped": 0}
 
 
+def test_first_pass_in_chunks_equals_one_pass(recogniser, monkeypatch):
+    """The first pass runs SAP in chunks (thousands of pairs in a crowded image); the chunks change nothing."""
+    import hoi_mllm.models.recogniser as rec_module
+
+    _, pairs = five_pairs()
+    im = image()
+    whole = recogniser.pair_interactiveness(im, pairs)
+    monkeypatch.setattr(rec_module, "SAP_FIRST_PASS_CHUNK", 2)
+    chunked = recogniser.pair_interactiveness(im, pairs)
+    assert chunked.shape == (5,) and torch.allclose(whole, chunked, atol=1e-6)
+
+
 def test_select_score_gives_todays_triplets(recogniser):
     dets, pairs = five_pairs()
     im = image()

@@ -57,6 +57,7 @@ from hoi_mllm.records import Pairs
 
 PLACEMENTS = ("suffix", "prefix")
 MATCH_INITS = ("random", "mean")
+SAP_FIRST_PASS_CHUNK = 512  # pairs per SAP call in the interactiveness first pass
 BRANCH_SCORES = ("mllm", "sap", "mean")  # which verb scores inference reports when sap_branch is on
 MODES = ("cache", "packed", "unshared")
 
@@ -324,8 +325,12 @@ class HOIRecogniser(nn.Module):
         it for :meth:`recognise`). The same values :meth:`recognise` reports for these pairs."""
         self.check_objects(pairs.object_labels)
         enc = image if isinstance(image, ImageEncoding) else self.encode(image)
-        return self.sap(enc.grid, torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes),
-                        enc.image_size, enc.grid_scale).interactiveness
+        human, obj = torch.as_tensor(pairs.human_boxes), torch.as_tensor(pairs.object_boxes)
+        # chunked: a crowded HICO-DET image proposes thousands of pairs (6,903 at most on its test set), and
+        # the scene-context decoder's attention grows with pairs x grid cells
+        chunk = SAP_FIRST_PASS_CHUNK
+        return torch.cat([self.sap(enc.grid, human[i:i + chunk], obj[i:i + chunk], enc.image_size,
+                                   enc.grid_scale).interactiveness for i in range(0, max(len(human), 1), chunk)])
 
     def _run(self, enc: ImageEncoding, embeds: Tensor, lengths: Tensor, mode: str,
              prefix_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
