@@ -19,8 +19,8 @@ one of DA-HOI's parts on over it (the real-data recipes have them all on):
 
 What the synthetic world cannot show: it has no language prior (its verbs are names for poses), so the
 grounded prompt's text and the match embedding's initialisation act on a tiny random LM only; its figures
-fill the image, so augmentation's scales mean less than on photographs. SAP pre-training is not an arm yet
-(the stage is not built).
+fill the image, so augmentation's scales mean less than on photographs. SAP pre-training is not an arm: it is a
+stage of its own (``train.stage=sap``, then the joint stage with ``sap.pretrained``).
 """
 from __future__ import annotations
 
