@@ -71,6 +71,8 @@ def test_sources_config_is_checked():
         load_config("hico_det", base | {"data.sources": [{"file": "y.json", "ratios": 2}]})
     with pytest.raises(ConfigError, match=r"data.sources\[0\].ratio takes a number > 0"):
         load_config("hico_det", base | {"data.sources": [{"file": "y.json", "ratio": 0}]})
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].images_of restricts a detection-only source"):
+        load_config("hico_det", base | {"data.sources": [{"file": "y.json", "labels": True, "images_of": "v.json"}]})
     with pytest.raises(ConfigError, match="key 'file' is not set"):
         load_config("hico_det", base | {"data.sources": [{"labels": False}]})
     with pytest.raises(ConfigError, match="teacher.kind is annotations .* no detection-only source"):
