@@ -114,7 +114,9 @@ def load_training_data(config: DataConfig) -> TrainingData:
 SOURCE_KEYS = {"file": "annotation file", "labels": "true: annotated; false: detection-only",
                "ratio": "share of the sampled images", "image_root": "folder of the images",
                "vocabulary": "the file's own vocabulary (HOI files)", "include_crowd": "keep COCO crowd boxes",
-               "skip_degenerate": "skip zero-sized boxes, counted"}
+               "skip_degenerate": "skip zero-sized boxes, counted",
+               "images_of": "detection-only: keep only the images this HOI file lists (by COCO image id; "
+                            "pseudo-V-COCO: the V-COCO trainval file)"}
 
 
 def check_sources(sources: list) -> None:
@@ -134,6 +136,9 @@ def check_sources(sources: list) -> None:
         for key in ("labels", "include_crowd", "skip_degenerate"):
             if key in entry and not isinstance(entry[key], bool):
                 raise ConfigError(f"{where}.{key} takes true or false, got {entry[key]!r}")
+        if entry.get("images_of") and entry.get("labels", False):
+            raise ConfigError(f"{where}.images_of restricts a detection-only source (labels: false); this source is "
+                              "labelled")
         ratio = entry.get("ratio", 1.0)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
             raise ConfigError(f"{where}.ratio takes a number > 0, got {ratio!r}")
@@ -156,10 +161,11 @@ def read_source(entry: dict, vocabulary, split: str | None, repair_boxes: bool, 
     samples, report = read_detection_only(path, vocabulary, entry.get("image_root"),
                                           include_crowd=entry.get("include_crowd", False),
                                           skip_degenerate=entry.get("skip_degenerate", False),
-                                          source_vocabulary=entry.get("vocabulary"))
+                                          source_vocabulary=entry.get("vocabulary"), images_of=entry.get("images_of"))
     log.info("%s: detection-only source %s: %d images, %d persons, %d objects, %d candidate pairs (%d images "
-             "without a person left out, %d crowd boxes left out)", where, path, report.images, report.persons,
-             report.objects, report.candidate_pairs, report.images_without_person, report.crowd_excluded)
+             "without a person, %d not listed by images_of and %d crowd boxes left out)", where, path, report.images,
+             report.persons, report.objects, report.candidate_pairs, report.images_without_person,
+             report.images_outside_list, report.crowd_excluded)
     return samples
 
 

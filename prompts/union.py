@@ -175,3 +175,21 @@ def action_split(union: Vocabulary, other: Vocabulary) -> tuple[frozenset[int], 
     from_base = {int(j) for v, j in enumerate(mapping) if j >= 0 and v < base.num_verbs}
     from_new = {int(j) for v, j in enumerate(mapping) if j >= 0 and v >= base.num_verbs}
     return frozenset(from_base), frozenset(from_new - from_base)
+
+
+def action_split_summary(result, union: Vocabulary, other: Vocabulary) -> dict:
+    """Mean role AP (percent) of a V-COCO ``result`` over all, the seen and the unseen actions of :func:`action_split`.
+
+    Returns ``{"seen_actions": [names], "unseen_actions": [names], "scenarios": {name: {"full", "seen", "unseen"}}}``,
+    each mean over the action-roles with ground truth (``None`` where none has any). What ``hoi-mllm evaluate vcoco
+    --union`` prints as a table and writes into its JSON report (``action_split``)."""
+    seen, unseen = action_split(union, other)
+
+    def mean(s, verbs):
+        ap = [float(s.ap[v]) for v in sorted(verbs) if s.npos[v] > 0]
+        return round(100.0 * float(np.mean(ap)), 4) if ap else None
+
+    return {"union": union.name, "seen_actions": [other.verbs[v] for v in sorted(seen)],
+            "unseen_actions": [other.verbs[v] for v in sorted(unseen)],
+            "scenarios": {name: {"full": mean(s, range(other.num_verbs)), "seen": mean(s, seen),
+                                 "unseen": mean(s, unseen)} for name, s in result.scenarios.items()}}

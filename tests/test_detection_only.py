@@ -97,3 +97,30 @@ def test_real_vcoco_trainval_as_a_detection_only_source(shared_data):
     assert all(s.num_pairs == 0 for s in samples) and report.dropped_triplets > 0
     assert report.candidate_pairs == sum(int((s.labels == HICO.human_object).sum()) * (len(s.labels) - 1)
                                          for s in samples)
+
+
+def test_images_of_keeps_only_the_listed_coco_images(tmp_path, capsys):
+    """Pseudo-V-COCO: COCO train2014 boxes of the V-COCO trainval images only, matched by COCO image id."""
+    images = [{"id": 7, "file_name": "COCO_train2014_000000000007.jpg", "width": 640, "height": 480},
+              {"id": 11, "file_name": "COCO_train2014_000000000011.jpg", "width": 640, "height": 480}]
+    anns = ANNS[:2] + [{"id": 6, "image_id": 11, "bbox": [5, 5, 50, 90], "category_id": 1, "iscrowd": 0},
+                       {"id": 7, "image_id": 11, "bbox": [60, 5, 30, 30], "category_id": 2, "iscrowd": 0}]
+    coco = coco_file(tmp_path, anns, images=images)
+    vcoco = load_vocabulary("vcoco")
+    listed = tmp_path / "instances_vcoco_trainval.json"
+    listed.write_text(json.dumps({
+        "classes": list(vcoco.verbs), "objects": ["background", "person", "bicycle"], "images": [11],
+        "action_to_object": [], "annotations": [{"file_name": "COCO_train2014_000000000011.jpg",
+                                                 "boxes_h": [[5, 5, 55, 95]], "boxes_o": [[60, 5, 90, 35]],
+                                                 "objects": [2], "actions": [vcoco.verbs.index("ride instr")]}]}))
+    whole, _ = read_detection_only(coco, "hico-det", tmp_path)
+    kept, report = read_detection_only(coco, "hico-det", tmp_path, images_of=listed)
+    assert len(whole) == 2 and [s.file_name for s in kept] == ["COCO_train2014_000000000011.jpg"]
+    assert (report.images, report.images_outside_list, report.persons, report.objects, report.candidate_pairs) == \
+        (1, 1, 1, 1, 1)
+    assert main(["data", "stats", str(coco), "--detection-only", "--images-of", str(listed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images_outside_list"] == 1
+    other = tmp_path / "other.json"
+    other.write_text(listed.read_text().replace("000000000011", "000000000099"))
+    with pytest.raises(AnnotationError, match="none of the 2 images with a person is listed in images_of"):
+        read_detection_only(coco, "hico-det", tmp_path, images_of=other)

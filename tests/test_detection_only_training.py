@@ -71,6 +71,8 @@ def test_sources_config_is_checked():
         load_config("hico_det", base | {"data.sources": [{"file": "y.json", "ratios": 2}]})
     with pytest.raises(ConfigError, match=r"data.sources\[0\].ratio takes a number > 0"):
         load_config("hico_det", base | {"data.sources": [{"file": "y.json", "ratio": 0}]})
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].images_of restricts a detection-only source"):
+        load_config("hico_det", base | {"data.sources": [{"file": "y.json", "labels": True, "images_of": "v.json"}]})
     with pytest.raises(ConfigError, match="key 'file' is not set"):
         load_config("hico_det", base | {"data.sources": [{"labels": False}]})
     with pytest.raises(ConfigError, match="teacher.kind is annotations .* no detection-only source"):
@@ -110,3 +112,23 @@ def test_a_run_on_a_labelled_and_a_detection_only_source_trains_end_to_end(tmp_p
     losses = [r["loss"] for r in rows if "loss" in r]
     assert result.steps == 3 and len(losses) == 3 and all(np.isfinite(losses))
     assert result.final_dir is not None
+
+
+@pytest.mark.slow
+def test_with_the_annotations_oracle_the_held_out_verbs_are_learned(tmp_path):
+    """Issue 16's done-when: the held-out verbs (push, throw: only in the detection-only half) score a clearly higher
+    mAP with the oracle than the same run without the detection-only source. ``benchmarks/detection_only.py`` at
+    its smallest README size, seed 0, 1 thread, the potential pairs' threshold lifted for both runs (at 0.5 no
+    potential pair is left after ~10 steps and no oracle target reaches a loss: the run is then no better).
+    Measured 2026-12-02: 5.24 without, 11.34 with (one seed; the 150-step size: 20.63 and 25.33). ~3-6 min."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import detection_only
+
+    args = argparse.Namespace(images=60, test_images=30, steps=60, image_size=128, recipe="synthetic_quick",
+                              labelled_share=0.5, seed=0, threads=1, pretrain_steps=60, interactiveness_threshold=0.0)
+    runs = detection_only.measure(args, tmp_path, ("without", "annotations"))["runs"]
+    assert runs["annotations"]["unseen"] >= runs["without"]["unseen"] + 3.0, runs

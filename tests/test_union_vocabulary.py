@@ -85,9 +85,14 @@ def test_union_predictions_evaluated_on_vcoco_as_full_seen_and_unseen(tmp_path, 
     sit = VCOCO.verb_index("sit instr")
     assert out.scores[out.verbs == sit].tolist() == [0.6]  # sit_on and sit_at: one sit instr, the higher score
     pred = write_predictions(tmp_path / "preds.json", PredictionsFile(UNION.name, [t]))
+    report = tmp_path / "report.json"
     assert main(["evaluate", "vcoco", "--annotations", str(gt), "--predictions", str(pred),
-                 "--union", "hico-det+vcoco", "--no-progress"]) == 0
+                 "--union", "hico-det+vcoco", "--no-progress", "--json", str(report)]) == 0
     text = capsys.readouterr().out
+    split = json.loads(report.read_text())["action_split"]  # the JSON carries the printed seen / unseen block
+    assert split["scenarios"]["scenario_1"] == {"full": 100.0, "seen": 100.0, "unseen": 100.0}
+    assert "surf instr" in split["unseen_actions"] and "ride instr" in split["seen_actions"]
+    assert not set(split["seen_actions"]) & set(split["unseen_actions"])
     row = next(line for line in text.splitlines() if line.startswith("scenario_1"))
     assert [float(x) for x in row.split()[1:]] == [100.0, 100.0, 100.0]
     assert "unseen: eat instr" in text and np.isclose(float(row.split()[3]), 100.0)

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
                    help="read the file as a detection-only training source (a COCO instances_*.json, or an HOI file "
                         "with its interaction labels dropped) and print images, persons, objects, candidate pairs")
     s.add_argument("--include-crowd", action="store_true", help="--detection-only: keep COCO crowd boxes")
+    s.add_argument("--images-of", default=None, metavar="FILE",
+                   help="--detection-only: keep only the images this HOI file lists, by COCO image id (pseudo-V-COCO: "
+                        "COCO train2014 boxes of the V-COCO trainval images)")
     s.add_argument("--json", action="store_true", help="print the counts as JSON")
     s.set_defaults(func=run)
     from hoi_mllm.cli import data_targets
@@ -73,7 +76,8 @@ def detection_only_stats(args) -> dict:
 
     beside = Path(args.annotations).parent / "vocabulary.json"
     vocab = args.vocabulary or (beside if beside.is_file() else "hico-det")
-    _, report = read_detection_only(args.annotations, vocab, args.image_root, include_crowd=args.include_crowd)
+    _, report = read_detection_only(args.annotations, vocab, args.image_root, include_crowd=args.include_crowd,
+                                    images_of=args.images_of)
     return report.as_dict()
 
 

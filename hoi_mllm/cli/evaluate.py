@@ -136,10 +136,17 @@ def run(args) -> int:
                 else sum(len(t) for t in predictions.images))
     log.info("read %d images, %d triplets in %.2f s; evaluated in %.2f s", len(predictions), triplets, parse_s, eval_s)
     print(table)
+    split = None
     if union:
-        print(_action_split_table(result, union, vocab))
+        from hoi_mllm.prompts import load_vocabulary
+        from hoi_mllm.prompts.union import action_split_summary
+
+        split = action_split_summary(result, load_vocabulary(union), vocab)
+        print(_action_split_table(split))
     if args.json:
         report = result.to_dict()
+        if split is not None:
+            report["action_split"] = split
         report["files"] = {"annotations": str(args.annotations), "predictions": str(args.predictions)}
         report["seconds"] = {"read_predictions": round(parse_s, 3), "evaluate": round(eval_s, 3)}
         atomic_write_json(args.json, report)
@@ -163,21 +170,13 @@ def _union_predictions(path, union: str, vocab):
     return mapped
 
 
-def _action_split_table(result, union: str, vocab) -> str:
-    """Role AP over V-COCO's seen and unseen actions of a union vocabulary (:func:`prompts.union.action_split`)."""
-    import numpy as np
-
-    from hoi_mllm.prompts import load_vocabulary
-    from hoi_mllm.prompts.union import action_split
-
-    seen, unseen = action_split(load_vocabulary(union), vocab)
+def _action_split_table(summary: dict) -> str:
+    """The table of :func:`prompts.union.action_split_summary` (mean role AP %)."""
     lines = [f"{'':<12}{'full':>8}{'seen':>8}{'unseen':>8}   (mean role AP %, action-roles with ground truth; "
-             f"unseen: {', '.join(vocab.verbs[v] for v in sorted(unseen))})"]
-    for name, s in result.scenarios.items():
-        def mean(verbs):
-            ap = [s.ap[v] for v in sorted(verbs) if s.npos[v] > 0]
-            return f"{100 * float(np.mean(ap)):8.2f}" if ap else f"{'n/a':>8}"
-        lines.append(f"{name:<12}{mean(range(vocab.num_verbs))}{mean(seen)}{mean(unseen)}")
+             f"unseen: {', '.join(summary['unseen_actions'])})"]
+    cell = lambda v: f"{'n/a':>8}" if v is None else f"{v:8.2f}"  # noqa: E731
+    for name, row in summary["scenarios"].items():
+        lines.append(f"{name:<12}{cell(row['full'])}{cell(row['seen'])}{cell(row['unseen'])}")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ and are left out, counted; a source with no image left raises.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class DetectionOnlyReport:
         images_in_file: images the file lists.
         images: images kept (with at least one person).
         images_without_person: images left out because they hold no person (no pair can form).
+        images_outside_list: images left out because the ``images_of`` file does not list them (0 without one).
         persons, objects: kept boxes of persons and of other objects.
         candidate_pairs: person x other-box combinations of the kept images (every one enters stage two).
         crowd_excluded: COCO crowd boxes left out (``include_crowd`` false).
@@ -62,6 +64,7 @@ class DetectionOnlyReport:
     images_in_file: int = 0
     images: int = 0
     images_without_person: int = 0
+    images_outside_list: int = 0
     persons: int = 0
     objects: int = 0
     candidate_pairs: int = 0
@@ -91,7 +94,8 @@ def coco_xywh_to_xyxy(bbox) -> list[float]:
 
 def read_detection_only(path: str | Path, vocabulary, image_root: str | Path | None = None,
                         include_crowd: bool = False, skip_degenerate: bool = False,
-                        source_vocabulary=None) -> tuple[list[HOISample], DetectionOnlyReport]:
+                        source_vocabulary=None, images_of: str | Path | None = None
+                        ) -> tuple[list[HOISample], DetectionOnlyReport]:
     """Read a detection-only source (module docstring) mapped to ``vocabulary``'s objects.
 
     Args:
@@ -101,11 +105,14 @@ def read_detection_only(path: str | Path, vocabulary, image_root: str | Path | N
         include_crowd: COCO: keep ``iscrowd`` boxes (EoID and DETR leave them out of training).
         skip_degenerate: skip boxes of width or height 0 (counted) instead of raising.
         source_vocabulary: HOI files: the file's own vocabulary (default: as ``read_annotations`` finds it).
+        images_of: an HOI annotation file (any known format): keep only the images it lists, matched by COCO
+            image id (:func:`coco_image_id`; a COCO file's own ``id``). EoID's pseudo-V-COCO takes the COCO
+            train2014 boxes of the V-COCO trainval images only: ``images_of=instances_vcoco_trainval.json``.
     Returns:
         ``(samples, report)``: the kept images in file order, each with boxes and labels and no pair.
     Raises:
         AnnotationError: a category id outside the 91-id scheme, a zero-width or zero-height box, a box of
-            another shape, or no image left.
+            another shape, an ``images_of`` file none of whose images the source holds, or no image left.
     """
     from hoi_mllm.io import read_json
     from hoi_mllm.prompts import load_vocabulary
@@ -118,6 +125,8 @@ def read_detection_only(path: str | Path, vocabulary, image_root: str | Path | N
         samples, report = _read_coco(data, path, vocab, include_crowd, skip_degenerate)
     else:
         samples, report = _read_hoi(path, vocab, source_vocabulary, skip_degenerate)
+    if images_of is not None:
+        samples = _restrict(samples, report, images_of, path, vocab.human_object)
     if not samples:
         raise AnnotationError(path, f"no image with a person is left of {report.images_in_file} "
                                     f"({report.images_without_person} without a person); a detection-only source "
@@ -129,6 +138,44 @@ def read_detection_only(path: str | Path, vocabulary, image_root: str | Path | N
         s.image_root = root
     report.seconds = time.perf_counter() - start
     return samples, report
+
+
+def coco_image_id(file_name: str) -> int | None:
+    """The COCO image id a file name carries (``COCO_train2014_000000000009.jpg`` -> 9; the last digit run of the
+    stem), ``None`` without digits."""
+    digits = re.findall(r"\d+", Path(str(file_name)).stem)
+    return int(digits[-1]) if digits else None
+
+
+def _sample_image_id(sample: HOISample) -> int | None:
+    cid = sample.extra.get("coco_image_id")
+    return int(cid) if isinstance(cid, int) else coco_image_id(sample.file_name)
+
+
+def _restrict(samples: list[HOISample], report: DetectionOnlyReport, images_of, path: Path,
+              human: int) -> list[HOISample]:
+    """The samples whose COCO image id the ``images_of`` file lists; the others counted as ``images_outside_list``
+    and taken out of the report's counts of kept images, persons, objects and candidate pairs."""
+    from hoi_mllm.data import read_annotations
+
+    listed = {coco_image_id(s.file_name) for s in read_annotations(images_of)[0]} - {None}
+    if not listed:
+        raise AnnotationError(path, f"images_of {images_of}: no file name there carries a COCO image id")
+    keep, gone = [], []
+    for s in samples:
+        (keep if _sample_image_id(s) in listed else gone).append(s)
+    if not keep:
+        raise AnnotationError(path, f"none of the {len(samples)} images with a person is listed in images_of "
+                                    f"{images_of} ({len(listed)} COCO image ids, e.g. {sorted(listed)[:3]}): a "
+                                    "COCO file of another split?")
+    report.images_outside_list = len(gone)
+    for s in gone:
+        persons = int((s.labels == human).sum())
+        report.persons -= persons
+        report.objects -= int(s.labels.shape[0]) - persons
+        report.candidate_pairs -= persons * (int(s.labels.shape[0]) - 1)
+    report.images = len(keep)
+    return keep
 
 
 def _keep(samples: list[HOISample], report: DetectionOnlyReport, human: int) -> list[HOISample]:
