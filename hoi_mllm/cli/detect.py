@@ -37,6 +37,8 @@ def _gate(text: str):
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"a probability in [0, 1) or none, got {text!r}")
     return value
+
+
 MODES = ("matching", "training-free")
 
 
