@@ -26,6 +26,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from synthetic_runs import add_run_arguments, make_world  # noqa: E402  (beside this script)
+
 
 def arms(cap: int, gate: float) -> dict:
     from hoi_mllm.pairs import PairProposalConfig
@@ -72,22 +74,14 @@ def annotated_left_out(recogniser, samples, pair_config) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", type=int, default=160)
-    p.add_argument("--test-images", type=int, default=60)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--image-size", type=int, default=128)
+    add_run_arguments(p, images=160, test_images=60, steps=200, image_size=128)
     p.add_argument("--cap", type=int, default=8, help="max_pairs of the capped arms (small: the world is not HICO-DET)")
     p.add_argument("--gate", type=float, default=0.15, help="interactiveness gate of the last arm (DA-HOI: 0.15)")
-    p.add_argument("--recipe", default="synthetic_quick")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--output", default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
 
     import torch
 
     from hoi_mllm.data import load_annotations
-    from hoi_mllm.data.synthetic import generate_world
     from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
     from hoi_mllm.pairs import dropped_pairs
     from hoi_mllm.pipeline import HOIPipeline
@@ -96,8 +90,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        world = generate_world(Path(tmp) / "world", args.images, args.test_images, args.seed,
-                               image_size=args.image_size, progress=False, workers=1, habits="hico")
+        world = make_world(args, Path(tmp) / "world")
         final_dir, cfg, seconds = train(world, args.recipe, {}, Path(tmp) / "run", args.seed, args.steps, args.threads)
         print(f"trained {args.steps} steps in {seconds:.1f} s", flush=True)
         rec = HOIPipeline.from_pretrained(final_dir).recogniser

@@ -33,6 +33,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from synthetic_runs import add_run_arguments, make_world  # noqa: E402  (beside this script)
+
 R = "model.recogniser."
 ARMS: dict[str, dict] = {
     "base": {},
@@ -52,26 +54,17 @@ METRICS = ("seen", "unseen", "full", "ur5")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", type=int, default=400)
-    p.add_argument("--test-images", type=int, default=100)
-    p.add_argument("--steps", type=int, default=250)
-    p.add_argument("--image-size", type=int, default=160)
-    p.add_argument("--recipe", default="synthetic_quick")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--output", default=None, help="also write the results as JSON here")
+    add_run_arguments(p, images=400, test_images=100, steps=250, image_size=160)
     args = p.parse_args(argv)
 
     import torch
 
-    from hoi_mllm.data.synthetic import generate_world
     from synthetic_runs import train_and_evaluate
 
     torch.set_num_threads(args.threads)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        world = generate_world(Path(tmp) / "world", args.images, args.test_images, args.seed,
-                               image_size=args.image_size, progress=False, workers=1, habits="hico")
+        world = make_world(args, Path(tmp) / "world")
         for name in args.arms:
             rows[name] = train_and_evaluate(world, args.recipe, ARMS[name], Path(tmp) / f"run_{name}", args.seed,
                                             args.steps, args.threads)

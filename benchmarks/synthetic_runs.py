@@ -9,6 +9,26 @@ import time
 from pathlib import Path
 
 
+def add_run_arguments(parser, images: int, test_images: int, steps: int, image_size: int) -> None:
+    """The arguments every synthetic-world benchmark takes (world size, seed, steps, recipe, threads, output)."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--test-images", type=int, default=test_images)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--recipe", default="synthetic_quick")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+
+
+def make_world(args, folder: Path):
+    """The ``habits="hico"`` world of :func:`add_run_arguments`' sizes and seed in ``folder``."""
+    from hoi_mllm.data.synthetic import generate_world
+
+    return generate_world(Path(folder), args.images, args.test_images, args.seed, image_size=args.image_size,
+                          progress=False, workers=1, habits="hico")
+
+
 def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=None) -> dict:
     """Held-out Seen / Unseen / Full mAP (Default setting) and U-R@5 of a trained model (a saved folder or a
     recogniser), in percent; ``pair_config`` default: every pair (``max_pairs=None``)."""
