@@ -74,6 +74,11 @@ def augment(image: Image.Image, sample: HOISample, detections: Detections, confi
     """``(image, sample, detections)`` augmented as the module docstring says (``config``: ``AugmentConfig``)."""
     image = image.convert("RGB")
     boxes = np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4)
+    # a detection-only image's dropped labels (the annotations oracle reads them by box) move with the image
+    dropped = sample.extra.get("dropped_labels")
+    own = len(boxes)
+    if dropped is not None:
+        boxes = np.concatenate([boxes, np.asarray(dropped.boxes, dtype=np.float32).reshape(-1, 4)])
     dets = np.asarray(detections.boxes, dtype=np.float32).reshape(-1, 4)
     keep = np.ones(len(dets), dtype=bool)
     if config.flip and rng.random() < 0.5:
@@ -107,4 +112,7 @@ def augment(image: Image.Image, sample: HOISample, detections: Detections, confi
     detections = Detections.create(dets[index], np.asarray(detections.scores)[index],
                                    np.asarray(detections.labels)[index], (w, h),
                                    detections.vocabulary)
-    return image, replace(sample, boxes=boxes, image_size=(w, h), image=None), detections
+    extra = sample.extra
+    if dropped is not None:
+        extra = {**extra, "dropped_labels": replace(dropped, boxes=boxes[own:], image_size=(w, h), image=None)}
+    return image, replace(sample, boxes=boxes[:own], image_size=(w, h), image=None, extra=extra), detections

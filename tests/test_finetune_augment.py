@@ -56,6 +56,24 @@ def test_every_box_stays_inside_and_annotated_boxes_are_never_cut(seed):
     assert np.array_equal(again[1].boxes, s.boxes) and np.array_equal(np.asarray(again[0]), np.asarray(out))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_dropped_labels_of_a_detection_only_image_move_with_it(seed):
+    """The annotations oracle matches pairs to a detection-only image's dropped labels by box: flip, crop and
+    resize move those boxes exactly as the image's own (they were left in the original frame before)."""
+    from dataclasses import replace
+
+    image, labelled, dets = scene(seed)
+    bare = replace(labelled, pair_human=np.zeros(0, np.int64), pair_object=np.zeros(0, np.int64), pair_verbs=[],
+                   pair_classes=[], extra={"detection_only": True, "dropped_labels": labelled})
+    config = AugmentConfig(flip=True, color_jitter=0.4, scales=list(DAHOI_SCALES), crop=True)
+    _, s, _ = augment(image, bare, dets, config, np.random.default_rng(seed))
+    _, plain, _ = augment(image, labelled, dets, config, np.random.default_rng(seed))
+    moved = s.extra["dropped_labels"]
+    assert np.array_equal(moved.boxes, s.boxes) and np.array_equal(s.boxes, plain.boxes)  # same draw, same frame
+    assert moved.image_size == s.image_size and moved.pair_verbs == labelled.pair_verbs
+    assert bare.extra["dropped_labels"] is labelled  # the source sample is not changed in place
+
+
 def test_crop_window_holds_the_boxes_and_resize_bounds():
     rng = np.random.default_rng(0)
     keep = np.array([[50.0, 60, 500, 300]])
