@@ -61,6 +61,16 @@ def train(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: 
     return result.final_dir, cfg, time.perf_counter() - start
 
 
+def pretrain_sap(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: int, threads: int) -> str:
+    """DA-HOI's stage 1 (``train.stage=sap``: SAP, its interactiveness and a verb classifier on the frozen grid)
+    of ``recipe`` on ``world``: the path of its ``sap.safetensors``, for the next stage's ``sap.pretrained``."""
+    from hoi_mllm.finetune.sap_stage import SAP_WEIGHTS
+
+    final_dir, _, seconds = train(world, recipe, {**overrides, "train.stage": "sap"}, run_dir, seed, steps, threads)
+    print(f"sap stage: {steps} steps ({seconds:.1f} s)", flush=True)
+    return str(Path(final_dir) / SAP_WEIGHTS)
+
+
 def train_and_evaluate(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: int,
                        threads: int) -> dict:
     """:func:`train`, then :func:`evaluate_ground_truth_boxes` on ``world``'s test file; adds ``train_seconds``."""
