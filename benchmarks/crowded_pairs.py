@@ -2,7 +2,6 @@
 ground-truth boxes (every box scored 1), HICO-DET and V-COCO test: `python benchmarks/crowded_pairs.py`."""
 import time
 import numpy as np
-from dataclasses import replace
 from hoi_mllm.data import load_annotations
 from hoi_mllm.pairs import PairProposalConfig, propose_pairs
 from hoi_mllm.records import Detections

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hoi_mllm.boxes import box_iou
 from hoi_mllm.finetune.config import MatcherConfig, PairsConfig
 from hoi_mllm.finetune.matcher import PairSet
 from hoi_mllm.finetune.targets import (

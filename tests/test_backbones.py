@@ -1,5 +1,4 @@
 """Backbone adapters on the tiny presets of every family: run paths agree, positions, grid, loading."""
-import json
 import re
 
 import numpy as np

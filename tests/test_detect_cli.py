@@ -1,7 +1,6 @@
 """``hoi-mllm detect`` end to end on generated images: ground-truth and YOLO (yaml) detectors, resume, bad input."""
 import json
 
-import pytest
 from helpers import scene_image
 
 from hoi_mllm.cli import main

@@ -1,6 +1,5 @@
 """Teachers: the likelihood teacher that shares the student's backbone scores exactly as a separately loaded
 base (before and after training steps), when that sharing is allowed (CLIP's teacher: test_finetune_clip_teacher.py)."""
-import dataclasses
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,4 @@
 """Training-free mode: batched likelihoods over the shared prefix equal per-candidate full-prompt scoring."""
-import numpy as np
 import pytest
 import torch
 
