@@ -171,8 +171,11 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
 
     ``loss.distill=eoid`` (EoID ``SetCriterionHOI.loss_verb_labels`` / ``_bce_focal_loss``): on every seen
     and potential pair the teacher's probability becomes the target of each ``soft_slots`` slot that is
-    not a ground-truth positive (those stay 1); slots with a soft target > 0 leave the focal loss's
-    negatives and enter the soft BCE instead. The teacher rows are given for seen and potential pairs.
+    not a ground-truth positive (those stay 1); slots with a soft target strictly between 0 and 1 leave the
+    focal loss's negatives and enter the soft BCE instead; as in EoID's ``_bce_focal_loss`` (which sorts
+    targets by value: 1 positive, 0 negative, between soft), a teacher value of 1 is a focal positive and a
+    potential pair's other valid slots (teacher 0, or not a soft slot) focal negatives. The teacher rows are
+    given for seen and potential pairs.
     """
     device = verb_logits.device
     role = role.to(device)
@@ -181,9 +184,14 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
     hard = seen[:, None] & seen_slots.to(device)  # [P, C]
     if config.distill == "eoid":
         allowed = valid if soft_slots is None else valid & soft_slots.to(device)
+        matched = (seen | potential)[:, None] & allowed
         positive = seen[:, None] & (verb_targets == 1)
-        soft_mask = (seen | potential)[:, None] & allowed & (teacher > 0) & ~positive  # [P, C]
-        v = verb_loss(verb_logits, verb_targets, hard & ~soft_mask, config)
+        soft_mask = matched & (teacher > 0) & (teacher < 1) & ~positive  # [P, C]
+        # EoID's _bce_focal_loss: a teacher value of exactly 1 is a focal positive, and every other slot of a
+        # potential pair (teacher 0, or outside the soft slots) a focal negative
+        taught_one = matched & (teacher >= 1)
+        focal = (hard | potential[:, None] & valid | taught_one) & ~soft_mask
+        v = verb_loss(verb_logits, torch.maximum(verb_targets, taught_one.to(verb_targets.dtype)), focal, config)
         d = soft_label_loss(verb_logits, teacher, soft_mask, role.numel() * verbs_per_pair)
     else:
         v = verb_loss(verb_logits, verb_targets, hard, config)

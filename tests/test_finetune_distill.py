@@ -39,11 +39,32 @@ def test_soft_labels_on_seen_and_potential_pairs_positives_stay_one():
     assert g[1].abs().sum() > 0  # the potential pair is distilled
 
 
+def test_a_teacher_value_of_one_is_a_positive_and_a_potential_pairs_zero_slots_are_negatives():
+    """EoID's _bce_focal_loss sorts targets by value: 1 a (focal) positive, 0 a negative, in between soft. A one-hot
+    teacher row (the annotations oracle) on a potential pair is then a hard positive and three hard negatives,
+    with no soft term; a soft-slot restriction leaves the potential pair's other slots negatives."""
+    targets = torch.zeros(3, 4)
+    teacher = torch.tensor([[0.0, 0, 0, 0], [0.0, 1.0, 0, 0], [0, 0, 0, 0]])
+    terms, g = run([0, 2, 0], targets, teacher)
+    assert terms.distill.item() == 0.0
+    hard = F.binary_cross_entropy_with_logits(torch.zeros(4), torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    assert terms.verb.item() == pytest.approx(hard.item(), abs=1e-6)
+    assert g[1, 1] < 0 and (g[1, [0, 2, 3]] > 0).all() and (g[[0, 2]] == 0).all()
+    slots = torch.tensor([[False, True, True, False]] * 3)
+    teacher = torch.tensor([[0.0, 0, 0, 0], [0.0, 0.6, 0, 0], [0, 0, 0, 0]])
+    terms, g = run([0, 2, 0], targets, teacher, slots)
+    soft = F.binary_cross_entropy_with_logits(torch.zeros(1), torch.tensor([0.6]), reduction="sum") / (3 * 4)
+    assert terms.distill.item() == pytest.approx(soft.item(), abs=1e-6)
+    assert (g[1, [0, 2, 3]] > 0).all()  # slots outside the soft ones and the zero soft slot: negatives
+
+
 def test_soft_slots_restrict_the_teacher():
     teacher = torch.full((3, 4), 0.25)
     slots = torch.tensor([[False, True, True, False]] * 3)  # e.g. no-interaction slots 0 and 3 left out
     terms, g = run([2, 2, 2], torch.zeros(3, 4), teacher, slots)
-    assert (g[:, 0] == 0).all() and (g[:, 3] == 0).all() and (g[:, 1:3] != 0).all()
+    soft = F.binary_cross_entropy_with_logits(torch.zeros(6), torch.full((6,), 0.25), reduction="sum") / (3 * 4)
+    assert terms.distill.item() == pytest.approx(soft.item(), abs=1e-6)  # the soft term on slots 1 and 2 only
+    assert (g[:, 0] > 0).all() and (g[:, 3] > 0).all() and (g[:, 1:3] != 0).all()  # 0 and 3: negatives (EoID)
 
 
 def test_without_a_teacher_the_verb_loss_is_the_plain_one():
