@@ -11,12 +11,13 @@ Two measurements, each printing the two rules side by side:
         python benchmarks/training_targets.py shares ../shared/data/hicodet/instances_test2015.json \\
             ../shared/data/vcoco/instances_vcoco_test.json
 
-``train [--seeds 0 1 2] [--images N] [--test-images N] [--steps N] [--recipe R] [--habits hico]``
+``train [--seeds 0 1 2] [--images N] [--test-images N] [--steps N] [--recipe R] [--habits hico] [--yolo]``
     on the synthetic world with HICO-DET's habits (``habits=hico``), the same seed and steps for both
     rules (``matcher.targets``): held-out Seen / Unseen / Full mAP and U-R@5 with ground-truth boxes
     (every annotated row's boxes, duplicates included, as the trainer's periodic evaluation takes
     them), per seed, then mean and spread (sample standard deviation) over the seeds. Torch threads
-    are fixed (``--threads``, default 1) so that a run's numbers do not depend on the machine's cores::
+    are fixed (``--threads``, default 1) so that a run's numbers do not depend on the machine's cores.
+    ``--yolo`` also trains the demo's quick YOLO on each seed's world and evaluates both rules on its boxes::
 
         python benchmarks/training_targets.py train --seeds 0 1 2 --images 1600 --test-images 300 \\
             --steps 1000 --recipe synthetic --image-size 256          # the demo's size: hours on 2 cores
@@ -63,17 +64,22 @@ def shares(files: list[str], split: str | None) -> dict:
     return out
 
 
-def train_one(seed: int, rule: str, args, root: Path) -> dict:
+def train_one(seed: int, rule: str, args, root: Path, yolo: dict) -> dict:
+    """One rule trained on seed ``seed``'s world; with ``args.yolo`` also evaluated on the boxes of the demo's
+    quick YOLO trained on that world (``yolo`` caches it per seed), as ``yolo_seen`` ... ``yolo_ur5``."""
     import torch
 
     from hoi_mllm.data.synthetic import generate_world
-    from synthetic_runs import train_and_evaluate
+    from synthetic_runs import train_world_yolo, train_and_evaluate
 
     torch.set_num_threads(args.threads)
     world = generate_world(root / f"world_{seed}", args.images, args.test_images, seed, image_size=args.image_size,
                            progress=False, workers=1, habits=args.habits)
     overrides = {"matcher.targets": rule, "pairs.merge_duplicates": rule == "union"}
-    row = train_and_evaluate(world, args.recipe, overrides, root / f"run_{seed}_{rule}", seed, args.steps, args.threads)
+    if args.yolo and seed not in yolo:
+        yolo[seed] = train_world_yolo(world, root / f"yolo_{seed}", seed)
+    row = train_and_evaluate(world, args.recipe, overrides, root / f"run_{seed}_{rule}", seed, args.steps,
+                             args.threads, {"yolo": yolo[seed]} if args.yolo else None)
     return {"seed": seed, "rule": rule, **row}
 
 
@@ -87,21 +93,24 @@ def spread(values: list) -> str:
 
 def train(args) -> dict:
     rows = []
+    metrics = METRICS + tuple(f"yolo_{m}" for m in METRICS if args.yolo)
+    yolo: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for rule in RULES:
-                rows.append(train_one(seed, rule, args, Path(tmp)))
+                rows.append(train_one(seed, rule, args, Path(tmp), yolo))
                 r = rows[-1]
-                print(f"seed {seed} {rule:>10}: " + "  ".join(f"{m} {r[m]}" for m in METRICS)
+                print(f"seed {seed} {rule:>10}: " + "  ".join(f"{m} {r[m]}" for m in metrics)
                       + f"  ({r['train_seconds']} s)", flush=True)
-    print(f"\nmean ± sd over {len(args.seeds)} seed(s), {args.steps} steps, {args.images} training images:")
-    print(f"  {'':<8}" + "".join(f"{r:>18}" for r in RULES) + f"{'after - before':>18}")
+    print(f"\nmean ± sd over {len(args.seeds)} seed(s), {args.steps} steps, {args.images} training images "
+          f"(yolo_*: on the boxes of the demo's quick YOLO trained on the same world):")
+    print(f"  {'':<10}" + "".join(f"{r:>18}" for r in RULES) + f"{'after - before':>18}")
     table = {}
-    for m in METRICS:
+    for m in metrics:
         by = {rule: [r[m] for r in rows if r["rule"] == rule] for rule in RULES}
         diff = [b - a for a, b in zip(by[RULES[0]], by[RULES[1]]) if a is not None and b is not None]
         table[m] = {rule: spread(v) for rule, v in by.items()} | {"difference": spread(diff)}
-        print(f"  {m:<8}" + "".join(f"{table[m][r]:>18}" for r in RULES) + f"{table[m]['difference']:>18}")
+        print(f"  {m:<10}" + "".join(f"{table[m][r]:>18}" for r in RULES) + f"{table[m]['difference']:>18}")
     return {"runs": rows, "summary": table}
 
 
@@ -120,6 +129,9 @@ def main(argv=None) -> int:
     t.add_argument("--recipe", default="synthetic_quick")
     t.add_argument("--habits", default="hico", choices=["hico", "clean"])
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--yolo", action="store_true",
+                   help="also train the demo's quick YOLO on each seed's world (hoi-mllm demo --quick's detector "
+                        "settings) and evaluate both rules on its boxes (yolo_seen ... yolo_ur5)")
     for q in (s, t):
         q.add_argument("--output", default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
