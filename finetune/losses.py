@@ -174,8 +174,8 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
     not a ground-truth positive (those stay 1); slots with a soft target strictly between 0 and 1 leave the
     focal loss's negatives and enter the soft BCE instead; as in EoID's ``_bce_focal_loss`` (which sorts
     targets by value: 1 positive, 0 negative, between soft), a teacher value of 1 is a focal positive and a
-    potential pair's other valid slots (teacher 0, or not a soft slot) focal negatives. The teacher rows are
-    given for seen and potential pairs.
+    potential pair's other valid slots (teacher 0, or not a soft slot) focal negatives, where its teacher row
+    is not all zero (such a row has no term). The teacher rows are given for seen and potential pairs.
     """
     device = verb_logits.device
     role = role.to(device)
@@ -188,9 +188,11 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
         positive = seen[:, None] & (verb_targets == 1)
         soft_mask = matched & (teacher > 0) & (teacher < 1) & ~positive  # [P, C]
         # EoID's _bce_focal_loss: a teacher value of exactly 1 is a focal positive, and every other slot of a
-        # potential pair (teacher 0, or outside the soft slots) a focal negative
+        # taught potential pair (teacher 0, or outside the soft slots) a focal negative; a potential pair whose
+        # teacher row is all zero (no teacher, or the oracle on a pair no dropped label annotates) has no term
         taught_one = matched & (teacher >= 1)
-        focal = (hard | potential[:, None] & valid | taught_one) & ~soft_mask
+        taught = potential & (teacher.sum(1) > 0)
+        focal = (hard | taught[:, None] & valid | taught_one) & ~soft_mask
         v = verb_loss(verb_logits, torch.maximum(verb_targets, taught_one.to(verb_targets.dtype)), focal, config)
         d = soft_label_loss(verb_logits, teacher, soft_mask, role.numel() * verbs_per_pair)
     else:

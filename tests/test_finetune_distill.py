@@ -56,6 +56,8 @@ def test_a_teacher_value_of_one_is_a_positive_and_a_potential_pairs_zero_slots_a
     soft = F.binary_cross_entropy_with_logits(torch.zeros(1), torch.tensor([0.6]), reduction="sum") / (3 * 4)
     assert terms.distill.item() == pytest.approx(soft.item(), abs=1e-6)
     assert (g[1, [0, 2, 3]] > 0).all()  # slots outside the soft ones and the zero soft slot: negatives
+    terms, g = run([2, 2, 0], targets, torch.zeros(3, 4))  # potential pairs without a teacher row: no term
+    assert (g == 0).all() and terms.verb.item() == 0.0 and terms.distill.item() == 0.0
 
 
 def test_soft_slots_restrict_the_teacher():
