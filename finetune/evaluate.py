@@ -24,7 +24,11 @@ from hoi_mllm.postprocess import PostprocessConfig
 def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_config: PairProposalConfig,
                                post_config: PostprocessConfig | None = None, progress: bool = False) -> list:
     """One :class:`~hoi_mllm.records.HOITriplets` per sample, from its annotated boxes (score 1), duplicate
-    rows of one instance merged as the ``ground-truth`` detector does."""
+    rows of one instance merged as the ``ground-truth`` detector does.
+
+    Raises:
+        ValueError: some image could not be read or recognised (wrong image root, a corrupt file): naming the
+            first few. An evaluation that left them out would count their annotated triplets as misses."""
     from hoi_mllm.pipeline import HOIPipeline
     from hoi_mllm.runner import items_from_samples, recognise
 
@@ -32,6 +36,7 @@ def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_co
     was_training = recogniser.training
     recogniser.eval()
     by_name = {s.file_name: s for s in samples}
+    skipped: list[dict] = []
 
     def annotated(images, names):  # the detector of this evaluation: each image's annotated instances
         return [annotated_detections(by_name[n], im.size, recogniser.vocabulary.name, MERGE_IOU)
@@ -40,9 +45,13 @@ def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_co
     pipe.detector = annotated
     try:
         with tqdm(total=len(samples), desc="evaluating", unit="img", disable=not progress, leave=False) as bar:
-            out = [t for _, _, t in recognise(pipe, items_from_samples(samples), bar=bar, timed=False)]
+            out = [t for _, _, t in recognise(pipe, items_from_samples(samples), skipped, bar=bar, timed=False)]
     finally:
         recogniser.train(was_training)
+    if skipped:
+        raise ValueError(f"{len(skipped)} of {len(samples)} annotated images could not be evaluated (their "
+                         "annotations would count as misses): " + "; ".join(
+                             f"{s['file_name']}: {s['error']}" for s in skipped[:3]))
     return out
 
 

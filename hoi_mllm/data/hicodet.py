@@ -73,7 +73,7 @@ def check_index(ctx: ReadContext, value, table: list[int], names: list | None, i
     mapped = table[value]
     if mapped < 0:
         name = names[value] if names else value
-        raise ctx.error(f"{what} {name!r} (index {value}) is not an {what} of the {ctx.vocabulary.name} vocabulary",
+        raise ctx.error(f"{what} {name!r} (index {value}) is not among the {what}s of the {ctx.vocabulary.name} vocabulary",
                         i, file_name, field)
     return mapped
 
