@@ -42,6 +42,7 @@ TEACHERS = ("likelihood", "clip", "ema", "none", "annotations")
 VERB_LOSSES = ("focal", "bce")
 DISTILL_LOSSES = ("eoid", "kl", "bce")
 TARGET_RULES = ("union", "one-to-one")
+DETECTION_ONLY_PAIRS = ("teacher", "top-k")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MISSING_CLASSES = ("skip", "zero")
@@ -239,6 +240,15 @@ class MatcherConfig:
                              "min(IoU human, IoU object) with it reaches this (DA-HOI: 0.5)", default=0.5)
     merge_iou: float = _help("union: class-wise NMS IoU merging duplicate annotated instances (DA-HOI merge_gt: 0.5)",
                              default=0.5)
+    detection_only_pairs: str = _help("which stage-two matches of a detection-only image take the teacher's targets. "
+                                      "teacher: every match the teacher scores at least pseudo_label_threshold on "
+                                      "some class (EoID's pseudo-V-COCO: a trained model's predictions over 0.1 "
+                                      "written as labels, datasets/vcoco_pseudo.py); top-k: the top_k by "
+                                      "interactiveness above interactiveness_threshold, as in labelled images",
+                                      default="teacher")
+    pseudo_label_threshold: float = _help("detection_only_pairs=teacher: a match is potential when the teacher "
+                                          "scores some class at least this (EoID: 0.1, vcoco_train_pseudo_0.1.json)",
+                                          default=0.1)
 
     def __post_init__(self):
         for name in ("cost_l1", "cost_giou", "cost_object", "cost_verb"):
@@ -249,6 +259,8 @@ class MatcherConfig:
         check_choice(self.targets, TARGET_RULES, "matcher.targets")
         check_range(self.union_iou, "matcher.union_iou", 0, 1, low_open=True)
         check_range(self.merge_iou, "matcher.merge_iou", 0, 1, low_open=True)
+        check_choice(self.detection_only_pairs, DETECTION_ONLY_PAIRS, "matcher.detection_only_pairs")
+        check_range(self.pseudo_label_threshold, "matcher.pseudo_label_threshold", 0, 1)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ Per image of a batch, read top to bottom:
    to the annotated pairs, then to the unannotated human-object combinations;
 4. targets follow :mod:`~hoi_mllm.finetune.targets` (``matcher.targets``; DA-HOI's union of the
    verbs of every overlapping annotated pair by default); potential pairs get the teacher's scores
-   on the matched combination's boxes; every pair but the ignored ones an interactiveness target.
+   on the matched combination's boxes; every pair but the ignored ones an interactiveness target. In a
+   detection-only image under ``matcher.detection_only_pairs=teacher`` the teacher scores every stage-two
+   match, and those it scores under ``matcher.pseudo_label_threshold`` on every class become ignored.
 
 The batch's pairs are then concatenated and :func:`~hoi_mllm.finetune.losses.hoi_losses` computes
 the terms once.
@@ -43,7 +45,7 @@ from hoi_mllm.finetune.losses import (
     verb_loss,
 )
 from hoi_mllm.finetune.matcher import PairSet, pair_ious
-from hoi_mllm.finetune.targets import SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
+from hoi_mllm.finetune.targets import IGNORED, SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
 from hoi_mllm.models.matching import RecognitionOutput, candidate_lists, pad_candidates
 from hoi_mllm.models.recogniser import HOIRecogniser
@@ -161,8 +163,9 @@ class TrainingStep(nn.Module):
         props = PairSet(torch.as_tensor(pairs.human_boxes).float(), torch.as_tensor(pairs.object_boxes).float(),
                         torch.as_tensor(pairs.object_labels).long(), torch.as_tensor(pairs.object_scores).float(),
                         verb_probabilities(output, self.class_verbs, vocab.num_verbs, seen_slots))
+        detection_only = is_detection_only(item.sample)
         t = build_targets(item.sample, props, inter, pairs.image_size, self.rule, self.matcher_config,
-                          detection_only=is_detection_only(item.sample))
+                          detection_only=detection_only)
         verb_targets = candidate_targets(cands, t.positives)
         teacher = torch.zeros(cands.shape)
         rows, hb, ob, lab = t.potential_proposal, t.potential_human_boxes, t.potential_object_boxes, t.potential_labels
@@ -179,7 +182,15 @@ class TrainingStep(nn.Module):
             t_cands, t_probs = self.teacher(item.image, make_pairs(hb, ob, lab, pairs.image_size), keys)
             if t_cands.numel():
                 teacher[rows] = align_scores(cands[rows], t_cands, t_probs)
-        return ImageTargets(t.role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
+        role = t.role
+        if detection_only and self.matcher_config.detection_only_pairs == "teacher" and t.potential_proposal.numel():
+            # EoID's pseudo-labels: a match is potential when the teacher scores some class at least the threshold
+            pot = t.potential_proposal
+            low = pot[teacher[pot].amax(1) < self.matcher_config.pseudo_label_threshold]
+            role = role.clone()
+            role[low] = IGNORED
+            teacher[low] = 0.0
+        return ImageTargets(role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
 
     def sap_forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
         """SAP pre-training's step (module docstring): frozen grid, SAP, verb classifier, the same targets."""

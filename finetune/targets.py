@@ -25,9 +25,13 @@ the trainer trains on. ``matcher.targets`` selects it:
 
 **Detection-only images** (``detection_only``; EoID's pseudo-V-COCO, :mod:`hoi_mllm.data.coco_detections`): no
 annotated pair, so no stage one: every proposal enters stage two against every human-object combination of the
-image's (merged) boxes; the top-k by interactiveness above the threshold are potential pairs (the teacher's soft
-scores over the whole action set become their targets), the other matches ignored; and interactiveness is not
-trained on them at all (mask False for every proposal): no label says which of their pairs interact.
+image's (merged) boxes. Which matches are potential (the teacher's soft scores over the whole action set become
+their targets) is ``matcher.detection_only_pairs``: ``teacher`` (default) returns every match as potential here,
+and the training step keeps those the teacher scores at least ``matcher.pseudo_label_threshold`` (0.1) on some
+class, the others ignored (EoID's pseudo-V-COCO labels every prediction of a trained model over 0.1,
+``datasets/vcoco_pseudo.py``, ``vcoco_train_pseudo_0.1.json``); ``top-k``: the top-k by interactiveness above the
+threshold, as in labelled images. Interactiveness is not trained on them at all (mask False for every proposal):
+no label says which of their pairs interact.
 
 ``one-to-one`` (the earlier rule, kept for the before/after measurement only)
     Hungarian stage one to the raw annotated pairs; a proposal gets the verbs of its single partner;
@@ -38,7 +42,7 @@ Pure functions under ``no_grad``; boxes xyxy pixels; class ids of the vocabulary
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -177,6 +181,8 @@ def build_targets(sample: HOISample, proposals: PairSet, interactiveness: Tensor
     labels = torch.as_tensor(sample.labels).long()
     boxes = torch.as_tensor(sample.boxes).float().reshape(-1, 4)
     positives: list[tuple[int, ...]] = [() for _ in range(p)]
+    if detection_only and config.detection_only_pairs == "teacher":  # every match potential: the teacher selects
+        config = replace(config, top_k=max(p, 1), interactiveness_threshold=0.0)
     if config.targets == "one-to-one":
         annotated, rows = annotated_pairs(sample, None if proposals.verbs is None else proposals.verbs.shape[1])
         ch, co = unannotated_combinations(np.asarray(sample.labels), sample.pair_human, sample.pair_object,

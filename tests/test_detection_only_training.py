@@ -33,7 +33,7 @@ def test_detection_only_images_have_no_stage_one_and_no_interactiveness_target()
     bare.extra["detection_only"] = True
     props = proposals_of(bare)  # 2 persons x 3 other boxes = 6 pairs
     inter = torch.linspace(0.9, 0.6, len(props))
-    rule, cfg = TargetRule.of(HICO), MatcherConfig()
+    rule, cfg = TargetRule.of(HICO), MatcherConfig(detection_only_pairs="top-k")
     lab = build_targets(labelled, props, inter, (200, 200), rule, cfg)
     det = build_targets(bare, props, inter, (200, 200), rule, cfg, detection_only=True)
     assert (lab.role == SEEN).sum() == 1 and lab.interactiveness_mask.any()
@@ -41,6 +41,13 @@ def test_detection_only_images_have_no_stage_one_and_no_interactiveness_target()
     assert ((det.role == POTENTIAL) | (det.role == IGNORED)).all()  # every pair matched in stage two
     assert (det.role == POTENTIAL).sum() == cfg.top_k and det.potential_proposal.tolist() == [0, 1, 2]
     assert not det.interactiveness_mask.any()  # interactiveness never reaches a loss there
+    # the default (EoID's pseudo-labels): every match is potential here, the teacher's threshold selects later
+    every = build_targets(bare, props, torch.full((len(props),), 0.1), (200, 200), rule, MatcherConfig(),
+                          detection_only=True)
+    assert (every.role == POTENTIAL).all() and len(every.potential_proposal) == len(props)
+    assert not every.interactiveness_mask.any()
+    # labelled images keep EoID's top-k above the threshold whatever the detection-only mode
+    assert build_targets(labelled, props, inter, (200, 200), rule, MatcherConfig()).role.tolist() == lab.role.tolist()
     with pytest.raises(ValueError, match="detection-only image with 1 annotated pairs"):
         build_targets(labelled, props, inter, (200, 200), rule, cfg, detection_only=True)
 
@@ -112,6 +119,49 @@ def test_a_run_on_a_labelled_and_a_detection_only_source_trains_end_to_end(tmp_p
     losses = [r["loss"] for r in rows if "loss" in r]
     assert result.steps == 3 and len(losses) == 3 and all(np.isfinite(losses))
     assert result.final_dir is not None
+
+
+def test_the_teacher_selects_the_potential_pairs_of_a_detection_only_image(tmp_path):
+    """matcher.detection_only_pairs=teacher (EoID's pseudo-labels over 0.1): through the training step, every
+    stage-two match the oracle names stays potential, however many, and the rest are ignored with no teacher row;
+    top-k keeps at most top_k, picked by interactiveness."""
+    from hoi_mllm.data.coco_detections import read_detection_only
+    from hoi_mllm.data.synthetic import generate_world
+    from hoi_mllm.finetune.data import training_detections
+    from hoi_mllm.finetune.model import build_student
+    from hoi_mllm.finetune.step import TrainingStep, TrainItem
+    from hoi_mllm.finetune.targets import IGNORED as IGN
+    from hoi_mllm.finetune.teacher import AnnotationsTeacher
+
+    info = generate_world(tmp_path / "world", 6, 0, seed=3, image_size=128, progress=False, workers=1, habits="hico")
+    vocab = load_vocabulary(str(info.vocabulary))
+    samples, _ = read_detection_only(info.annotations["train"], vocab)
+    cfg = load_config("synthetic", {"data.train": str(info.annotations["train"]), "model.pretrain_steps": 0,
+                                    "model.recogniser.sap.hidden_size": 32, "pairs.max_train_pairs": 256})
+    student = build_student(cfg, vocab)
+    teacher = AnnotationsTeacher(vocab, samples)
+    counts = {}
+    for mode in ("teacher", "top-k"):
+        matcher = MatcherConfig(detection_only_pairs=mode, interactiveness_threshold=0.0)
+        step = TrainingStep(student, vocab.seen_classes(None), cfg.pairs, matcher, cfg.loss, teacher)
+        counts[mode] = []
+        for i, sample in enumerate(samples):
+            image = sample.load_image()
+            item = TrainItem(i, sample, image, training_detections(cfg.pairs, sample, image.size, None))
+            pairs = step.proposals(item, 0)
+            with torch.no_grad():
+                out = student(student.encode(image), pairs, mode="packed", allowed_classes=step.everything)
+            t = step.image_targets(item, pairs, out)
+            assert not (t.role == SEEN).any() and not t.interactiveness_mask.any()
+            pot = t.role == POTENTIAL
+            if mode == "teacher":  # every potential pair is one the oracle names; no other pair has a teacher row
+                assert (t.teacher[pot].amax(1) >= 0.1).all()
+                assert (t.teacher[t.role == IGN] == 0).all() and (t.teacher[t.role == 0] == 0).all()
+            counts[mode].append(int(pot.sum()))
+    assert all(n <= 3 for n in counts["top-k"]) and max(counts["teacher"]) > 3, counts
+    assert sum(counts["teacher"]) > sum(counts["top-k"]), counts
+    with pytest.raises(ConfigError, match="detection_only_pairs.*teacher.*top-k"):
+        MatcherConfig(detection_only_pairs="all")
 
 
 def test_the_benchmark_puts_every_image_of_a_held_out_verb_in_the_detection_only_part(tmp_path):
