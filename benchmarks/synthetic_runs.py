@@ -29,16 +29,17 @@ def make_world(args, folder: Path):
                           progress=False, workers=1, habits="hico")
 
 
-def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=None) -> dict:
+def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=None, post_config=None) -> dict:
     """Held-out Seen / Unseen / Full mAP (Default setting) and U-R@5 of a trained model (a saved folder or a
-    recogniser), in percent; ``pair_config`` default: every pair (``max_pairs=None``)."""
+    recogniser), in percent; ``pair_config`` default: every pair (``max_pairs=None``); ``post_config``: the
+    triplet score (default: the pipeline's, verb x interactiveness)."""
     from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, unseen_pair_recall
     from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
     from hoi_mllm.pairs import PairProposalConfig
     from hoi_mllm.pipeline import HOIPipeline
 
     rec = HOIPipeline.from_pretrained(final_dir).recogniser if isinstance(final_dir, (str, Path)) else final_dir
-    preds = predict_ground_truth_boxes(rec, test, pair_config or PairProposalConfig(max_pairs=None))
+    preds = predict_ground_truth_boxes(rec, test, pair_config or PairProposalConfig(max_pairs=None), post_config)
     summary = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=split, settings=("default",))
                                ).settings["default"].summary
     ur = unseen_pair_recall(test, preds, rec.vocabulary, split, ks=(5,)) if split else {5: None}
