@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         r = best_of(args.repeat, run_command, [sys.executable, "-m", "hoi_mllm", *h])
         print(f"  hoi-mllm {' '.join(h):28s} {r['wall_s']:5.2f}  ratio {r['wall_s'] / AIM_HELP_S:.2f}")
     with tempfile.TemporaryDirectory(prefix="hoi_mllm_eval_speed_") as tmp:
-        for name, annotations in files.items():
-            made = run_child("generate", name, annotations, tmp, args.per_image, args.seed)
+        for name, annotation_file in files.items():
+            made = run_child("generate", name, annotation_file, tmp, args.per_image, args.seed)
             paths = {s: Path(p) for s, p in made["paths"].items()}
             print(f"\n{name}: {made['images']} images, {made['triplets']:,} triplets; JSON {paths['.json'].stat().st_size / 2**20:.0f} MiB,"
                   f" JSON Lines {paths['.jsonl'].stat().st_size / 2**20:.0f} MiB")
@@ -224,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"{new['peak_rss_gib']:.2f} GiB: {old['wall_s'] / new['wall_s']:.1f}x faster")
             aim = AIM_COMMAND_S[name]
             for suffix, path in paths.items():
-                cmd = [sys.executable, "-m", "hoi_mllm", "evaluate", name, "--annotations", str(annotations),
+                cmd = [sys.executable, "-m", "hoi_mllm", "evaluate", name, "--annotations", str(annotation_file),
                        "--predictions", str(path), "--no-progress"]
                 r = best_of(args.repeat, run_command, cmd)
                 print(f"  whole command, {suffix:6s}  {r['wall_s']:5.2f} s wall / {r['cpu_s']:5.2f} s cpu  aim < {aim} s:"
                       f" ratio {r['wall_s'] / aim:.2f} (cpu {r['cpu_s'] / aim:.2f}); peak {r['peak_rss_gib']:.2f} GiB,"
                       f" ratio {r['peak_rss_gib'] / AIM_RSS_GIB:.2f}")
-            parts = best_of(args.repeat, run_child, "parts", name, annotations, paths[".json"])
+            parts = best_of(args.repeat, run_child, "parts", name, annotation_file, paths[".json"])
             print("  its parts (one process, wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in parts["parts"].items()))
             for label, numbers in parts["numbers"].items():
                 print(f"  result, {label} (%): " + ", ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
