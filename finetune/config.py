@@ -43,6 +43,7 @@ VERB_LOSSES = ("focal", "bce")
 DISTILL_LOSSES = ("eoid", "kl", "bce")
 TARGET_RULES = ("union", "one-to-one")
 DETECTION_ONLY_PAIRS = ("teacher", "top-k")
+UNSELECTED_MATCHES = ("ignored", "negative")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MISSING_CLASSES = ("skip", "zero")
@@ -240,6 +241,12 @@ class MatcherConfig:
                              "min(IoU human, IoU object) with it reaches this (DA-HOI: 0.5)", default=0.5)
     merge_iou: float = _help("union: class-wise NMS IoU merging duplicate annotated instances (DA-HOI merge_gt: 0.5)",
                              default=0.5)
+    unselected_matches: str = _help("union: the interactiveness target of a stage-two match not selected as potential. "
+                                    "ignored (EoID models/EoID.py unknown_mask: no target) or negative (0, as a "
+                                    "proposal matching nothing). With ground-truth proposals only (pairs.source="
+                                    "ground-truth) nearly every unannotated proposal is such a match, so under "
+                                    "ignored only pairs annotated no-interaction teach 'does not interact' (README)",
+                                    default="ignored")
     detection_only_pairs: str = _help("which stage-two matches of a detection-only image take the teacher's targets. "
                                       "teacher: every match the teacher scores at least pseudo_label_threshold on "
                                       "some class (EoID's pseudo-V-COCO: a trained model's predictions over 0.1 "
@@ -259,6 +266,7 @@ class MatcherConfig:
         check_choice(self.targets, TARGET_RULES, "matcher.targets")
         check_range(self.union_iou, "matcher.union_iou", 0, 1, low_open=True)
         check_range(self.merge_iou, "matcher.merge_iou", 0, 1, low_open=True)
+        check_choice(self.unselected_matches, UNSELECTED_MATCHES, "matcher.unselected_matches")
         check_choice(self.detection_only_pairs, DETECTION_ONLY_PAIRS, "matcher.detection_only_pairs")
         check_range(self.pseudo_label_threshold, "matcher.pseudo_label_threshold", 0, 1)
 

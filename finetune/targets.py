@@ -18,7 +18,8 @@ the trainer trains on. ``matcher.targets`` selects it:
        ``union_iou``) and no self-pair (:func:`potential_combinations`); of those matches, at most
        ``top_k`` (3) with interactiveness above the threshold (0.5) are **potential**, the other
        matches are **ignored** by the interactiveness loss (EoID ``models/EoID.py``: the
-       ``unknown_mask``), everything else is **none**;
+       ``unknown_mask``; ``matcher.unselected_matches=negative``: interactiveness target 0 instead), everything
+       else is **none**;
     4. interactiveness targets mean "interacts": 1 for a seen pair with a verb other than the
        vocabulary's no-interaction verb and for potential pairs; 0 for a pair annotated only with the
        no-interaction verb and for none; ignored pairs have no target (mask False).
@@ -213,7 +214,7 @@ def build_targets(sample: HOISample, proposals: PairSet, interactiveness: Tensor
         role[two_rows] = IGNORED
         role[pot] = POTENTIAL
         inter[pot] = 1.0
-        mask = role != IGNORED
+        mask = role != IGNORED if config.unselected_matches == "ignored" else torch.ones(p, dtype=torch.bool)
     if detection_only:
         mask = torch.zeros(p, dtype=torch.bool)
     cols = torch.as_tensor(pot_cols, dtype=torch.long)

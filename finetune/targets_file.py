@@ -19,7 +19,9 @@ The summary counts proposals by role, positive verbs per seen proposal, and thre
 rule (each against the annotations directly, not through the rule): annotated verbs a proposal
 should carry (DA-HOI: every same-object pair at min IoU >= 0.5) that its targets miss; proposals
 duplicating an annotated interacting pair whose interactiveness target is 0; potential pairs that
-duplicate an annotated pair or pair a person with its own duplicate box.
+duplicate an annotated pair or pair a person with its own duplicate box. It also counts the
+interactiveness negatives (target 0 with the loss on): with ground-truth proposals only, under EoID's
+unknown mask (``matcher.unselected_matches=ignored``), nearly all of them are pairs annotated no-interaction.
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ from tqdm.auto import tqdm
 from hoi_mllm.finetune.config import MatcherConfig, PairsConfig
 from hoi_mllm.finetune.matcher import PairSet
 from hoi_mllm.finetune.targets import (
-    IGNORED,
     ROLE_NAMES,
     SEEN,
     TargetRule,
@@ -64,6 +65,7 @@ class TargetsSummary:
     duplicates_not_interacting: int = 0
     potential_duplicates: int = 0
     potential_self_pairs: int = 0
+    interactiveness_negatives: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -79,7 +81,7 @@ class TargetsSummary:
                 "duplicates_not_interacting_share": share(self.duplicates_not_interacting, self.duplicate_proposals),
                 "potential_duplicates": self.potential_duplicates, "potential_self_pairs": self.potential_self_pairs,
                 "potential_on_duplicates_share": share(self.potential_duplicates + self.potential_self_pairs, pot),
-                "seconds": round(self.seconds, 1)}
+                "interactiveness_negatives": self.interactiveness_negatives, "seconds": round(self.seconds, 1)}
 
 
 def _image_size(sample) -> tuple[int, int]:
@@ -175,6 +177,7 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
                             torch.as_tensor(found.object_scores).float().reshape(-1))
             t = build_targets(sample, props, torch.ones(len(props)), size, rule, matcher)
             _check(summary, sample, props, t, rule, vocab)
+            summary.interactiveness_negatives += int((t.interactiveness_mask & (t.interactiveness == 0)).sum())
             summary.images += 1
             summary.proposals += len(props)
             rows = []
@@ -185,7 +188,7 @@ def write_targets(annotations: str | Path, output: str | Path, split: str | None
                 rows.append({"human_box": [round(float(v), 2) for v in props.human_boxes[q]],
                              "object_box": [round(float(v), 2) for v in props.object_boxes[q]],
                              "object": vocab.objects[int(props.object_labels[q])], "role": ROLE_NAMES[role],
-                             "verbs": verbs, "interactiveness": None if role == IGNORED else int(t.interactiveness[q])})
+                             "verbs": verbs, "interactiveness": int(t.interactiveness[q]) if bool(t.interactiveness_mask[q]) else None})
             f.write(json.dumps({"file_name": sample.file_name, "proposals": rows}) + "\n")
     summary.seconds = time.perf_counter() - start
     atomic_write_json(out / "summary.json", {"annotations": str(annotations), "split": split, "pairs": pairs,

@@ -156,6 +156,11 @@ def test_unselected_stage_two_matches_are_ignored_by_the_interactiveness_loss():
     a, ga = loss(-5.0)
     b, gb = loss(7.0)
     assert a == b and ga[2] == 0 and gb[2] == 0 and ga[0] != 0
+    # matcher.unselected_matches=negative: the same matches, now interactiveness negatives (target 0, in the loss)
+    t3 = build_targets(s, p, torch.tensor([0.9, 0.8, 0.7]), SIZE, RULE, MatcherConfig(top_k=1,
+                                                                                     unselected_matches="negative"))
+    assert t3.role.tolist() == t.role.tolist() and t3.interactiveness.tolist() == [1.0, 1.0, 0.0]
+    assert t3.interactiveness_mask.tolist() == [True, True, True]
 
 
 def test_an_image_whose_pairs_were_all_filtered_out_has_no_seen_pair():
@@ -171,6 +176,7 @@ def test_an_image_whose_pairs_were_all_filtered_out_has_no_seen_pair():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"targets": "many"}, "allowed"), ({"union_iou": 0.0}, "matcher.union_iou"), ({"merge_iou": 1.5}, "matcher.merge_iou"),
+    ({"unselected_matches": "zero"}, "matcher.unselected_matches.*ignored.*negative"),
 ])
 def test_bad_target_settings_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):

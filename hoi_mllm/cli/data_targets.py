@@ -51,6 +51,7 @@ def run(args) -> int:
              f"({100 * summary['duplicates_not_interacting_share']:.1f} %)"),
             ("potential pairs duplicating an annotated pair", summary["potential_duplicates"]),
             ("potential pairs of a person with its own duplicate", summary["potential_self_pairs"]),
+            ("interactiveness negatives (target 0, in the loss)", summary["interactiveness_negatives"]),
             ("seconds", summary["seconds"]), ("written", f"{args.output}/targets.jsonl, summary.json")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
