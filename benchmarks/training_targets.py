@@ -39,6 +39,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RULES = ("one-to-one", "union")
+# the arms of ``train --rules``: matcher.targets plus what else each changes
+ARMS = {"one-to-one": {"matcher.targets": "one-to-one", "pairs.merge_duplicates": False},
+        "union": {"matcher.targets": "union", "pairs.merge_duplicates": True},
+        # the union rule with EoID's unknown mask off: unselected stage-two matches are interactiveness negatives
+        "union-negatives": {"matcher.targets": "union", "pairs.merge_duplicates": True,
+                            "matcher.unselected_matches": "negative"},
+        # the union rule on the one-to-one arm's proposals: every annotated row's own boxes, duplicates unmerged
+        "union-unmerged": {"matcher.targets": "union", "pairs.merge_duplicates": False}}
 SHARE_KEYS = (("missing_verbs_share", "annotated verbs missing"),
               ("duplicates_not_interacting_share", "duplicates trained non-interacting"),
               ("potential_on_duplicates_share", "potential slots on duplicates / self-pairs"),
@@ -75,7 +83,7 @@ def train_one(seed: int, rule: str, args, root: Path, yolo: dict) -> dict:
     torch.set_num_threads(args.threads)
     world = generate_world(root / f"world_{seed}", args.images, args.test_images, seed, image_size=args.image_size,
                            progress=False, workers=1, habits=args.habits)
-    overrides = {"matcher.targets": rule, "pairs.merge_duplicates": rule == "union"}
+    overrides = dict(ARMS[rule])
     if args.yolo and seed not in yolo:
         yolo[seed] = train_world_yolo(world, root / f"yolo_{seed}", seed)
     row = train_and_evaluate(world, args.recipe, overrides, root / f"run_{seed}_{rule}", seed, args.steps,
@@ -96,21 +104,23 @@ def train(args) -> dict:
     metrics = METRICS + tuple(f"yolo_{m}" for m in METRICS if args.yolo)
     yolo: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        rules = tuple(args.rules)
         for seed in args.seeds:
-            for rule in RULES:
+            for rule in rules:
                 rows.append(train_one(seed, rule, args, Path(tmp), yolo))
                 r = rows[-1]
                 print(f"seed {seed} {rule:>10}: " + "  ".join(f"{m} {r[m]}" for m in metrics)
                       + f"  ({r['train_seconds']} s)", flush=True)
     print(f"\nmean ± sd over {len(args.seeds)} seed(s), {args.steps} steps, {args.images} training images "
           f"(yolo_*: on the boxes of the demo's quick YOLO trained on the same world):")
-    print(f"  {'':<10}" + "".join(f"{r:>18}" for r in RULES) + f"{'after - before':>18}")
+    print(f"  {'':<10}" + "".join(f"{r:>18}" for r in rules) + f"{'second - first':>18}")
     table = {}
     for m in metrics:
-        by = {rule: [r[m] for r in rows if r["rule"] == rule] for rule in RULES}
-        diff = [b - a for a, b in zip(by[RULES[0]], by[RULES[1]]) if a is not None and b is not None]
+        by = {rule: [r[m] for r in rows if r["rule"] == rule] for rule in rules}
+        diff = [b - a for a, b in zip(by[rules[0]], by[rules[1]]) if a is not None and b is not None] \
+            if len(rules) > 1 else []
         table[m] = {rule: spread(v) for rule, v in by.items()} | {"difference": spread(diff)}
-        print(f"  {m:<10}" + "".join(f"{table[m][r]:>18}" for r in RULES) + f"{table[m]['difference']:>18}")
+        print(f"  {m:<10}" + "".join(f"{table[m][r]:>18}" for r in rules) + f"{table[m]['difference']:>18}")
     return {"runs": rows, "summary": table}
 
 
@@ -129,6 +139,11 @@ def main(argv=None) -> int:
     t.add_argument("--recipe", default="synthetic_quick")
     t.add_argument("--habits", default="hico", choices=["hico", "clean"])
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--rules", nargs="+", default=list(RULES), choices=list(ARMS),
+                   help="arms to train (the difference column: second minus first). union-negatives: the union rule "
+                        "with unselected stage-two matches as interactiveness negatives (matcher.unselected_matches); "
+                        "union-unmerged: the union rule on every annotated row's own boxes (pairs.merge_duplicates "
+                        "false, as the one-to-one arm proposes)")
     t.add_argument("--yolo", action="store_true",
                    help="also train the demo's quick YOLO on each seed's world (hoi-mllm demo --quick's detector "
                         "settings) and evaluate both rules on its boxes (yolo_seen ... yolo_ur5)")
