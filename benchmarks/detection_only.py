@@ -134,9 +134,7 @@ class PositiveCounter:
             t = original(step, item, pairs, output)
             cands = output.candidates.cpu()
             verb_of = step.class_verbs[cands.clamp(min=0)]
-            held = torch.zeros_like(cands, dtype=torch.bool)
-            for v in counter.verbs:
-                held |= (verb_of == v) & (cands >= 0)
+            held = torch.isin(verb_of, torch.tensor(sorted(counter.verbs))) & (cands >= 0)
             counter.count += int(((t.teacher >= 0.5) & held).sum())
             return t
 
@@ -182,19 +180,18 @@ def measure(args, root: Path, kinds=RUNS) -> dict:
     vocab = load_vocabulary(str(world.vocabulary))
     held_verbs = frozenset(vocab.unseen_verbs(SPLIT))
     held_out = ()
-    if getattr(args, "held_out_images", "detection-only") == "detection-only":
+    if args.held_out_images == "detection-only":
         held_out = tuple(vocab.verb_name(v) for v in sorted(held_verbs))
     labelled, detection_only = split_world(world.annotations["train"], args.labelled_share, root, held_out)
     image_root = str(world.output_dir / "images" / "train")
     eval_sets = {"test": lambda: load_annotations(world.annotations["test"]),
                  # the detection-only part with the labels the oracle reads: what the runs learned on those images
                  "detection-only": lambda: load_annotations(detection_only, str(world.vocabulary), image_root=image_root)}
-    chosen = tuple(getattr(args, "eval_sets", ("test",)))
-    sets = {name: eval_sets[name]() for name in chosen}
+    sets = {name: eval_sets[name]() for name in args.eval_sets}
     extra = {} if args.pretrain_steps is None else {"model.pretrain_steps": args.pretrain_steps}
     if args.interactiveness_threshold is not None:
         extra["matcher.interactiveness_threshold"] = args.interactiveness_threshold
-    if getattr(args, "set", None):
+    if args.set:
         from hoi_mllm.cli import parse_key_values
 
         extra.update(parse_key_values(args.set, what="--set"))
@@ -209,7 +206,7 @@ def measure(args, root: Path, kinds=RUNS) -> dict:
         print(f"{'sap stage':>12}: {args.sap_pretrain_steps} steps ({time.perf_counter() - start:.1f} s)", flush=True)
     for kind in kinds:
         cfg = run_config(kind, world, labelled, detection_only, args.recipe, args.steps, args.seed, args.threads,
-                         extra | sap, getattr(args, "detection_only_ratio", 1.0), getattr(args, "oracle_distill", "eoid"))
+                         extra | sap, args.detection_only_ratio, args.oracle_distill)
         start = time.perf_counter()
         with PositiveCounter(held_verbs) as counter:
             result = finetune(cfg, root / f"run_{kind}", progress=False)

@@ -30,7 +30,7 @@ def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_co
         ValueError: some image could not be read or recognised (wrong image root, a corrupt file): naming the
             first few. An evaluation that left them out would count their annotated triplets as misses."""
     from hoi_mllm.pipeline import HOIPipeline
-    from hoi_mllm.runner import items_from_samples, recognise
+    from hoi_mllm.runner import describe_skipped, items_from_samples, recognise
 
     pipe = HOIPipeline(None, recogniser, pair_config, post_config)
     was_training = recogniser.training
@@ -50,8 +50,7 @@ def predict_ground_truth_boxes(recogniser, samples: Sequence[HOISample], pair_co
         recogniser.train(was_training)
     if skipped:
         raise ValueError(f"{len(skipped)} of {len(samples)} annotated images could not be evaluated (their "
-                         "annotations would count as misses): " + "; ".join(
-                             f"{s['file_name']}: {s['error']}" for s in skipped[:3]))
+                         "annotations would count as misses): " + describe_skipped(skipped))
     return out
 
 

@@ -119,10 +119,14 @@ def vis_names(names: Iterable[str]) -> dict[str, str]:
     return {n: (s if stems.count(s) == 1 else f"{n}.jpg") for n, s in zip(names, stems)}
 
 
+def describe_skipped(skipped: list[dict], first: int = 3) -> str:
+    """``"name: why; name: why"`` of the first few skipped images, for an error message."""
+    return "; ".join(f"{s['file_name']}: {s['error']}" for s in skipped[:first])
+
+
 def nothing_processed(skipped: list[dict]) -> ValueError:
     """The error for a run where every image was skipped, naming the first few and why."""
-    return ValueError(f"no image could be processed ({len(skipped)} skipped): " + "; ".join(
-        f"{s['file_name']}: {s['error']}" for s in skipped[:3]))
+    return ValueError(f"no image could be processed ({len(skipped)} skipped): " + describe_skipped(skipped))
 
 
 @dataclass
