@@ -29,10 +29,13 @@ def make_world(args, folder: Path):
                           progress=False, workers=1, habits="hico")
 
 
-def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=None, post_config=None) -> dict:
+def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=None, post_config=None,
+                                by_verb_kind: bool = False) -> dict:
     """Held-out Seen / Unseen / Full mAP (Default setting) and U-R@5 of a trained model (a saved folder or a
     recogniser), in percent; ``pair_config`` default: every pair (``max_pairs=None``); ``post_config``: the
-    triplet score (default: the pipeline's, verb x interactiveness)."""
+    triplet score (default: the pipeline's, verb x interactiveness). ``by_verb_kind``: also ``interacting`` and
+    ``no_interaction``, the mean AP over the classes of the interacting verbs and over those of the
+    no-interaction verb (classes with ground truth in ``test``)."""
     from hoi_mllm.eval import HICODetConfig, evaluate_hicodet, unseen_pair_recall
     from hoi_mllm.finetune.evaluate import predict_ground_truth_boxes
     from hoi_mllm.pairs import PairProposalConfig
@@ -40,12 +43,18 @@ def evaluate_ground_truth_boxes(final_dir, test, split: str | None, pair_config=
 
     rec = HOIPipeline.from_pretrained(final_dir).recogniser if isinstance(final_dir, (str, Path)) else final_dir
     preds = predict_ground_truth_boxes(rec, test, pair_config or PairProposalConfig(max_pairs=None), post_config)
-    summary = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=split, settings=("default",))
-                               ).settings["default"].summary
+    result = evaluate_hicodet(test, preds, rec.vocabulary, HICODetConfig(split=split, settings=("default",))
+                              ).settings["default"]
+    summary = dict(result.summary)
+    if by_verb_kind:
+        no_int = rec.vocabulary.class_verbs == rec.vocabulary.no_interaction_verb
+        present = result.npos > 0
+        for name, members in (("interacting", present & ~no_int), ("no_interaction", present & no_int)):
+            summary[name] = float(result.ap[members].mean()) if members.any() else None
     ur = unseen_pair_recall(test, preds, rec.vocabulary, split, ks=(5,)) if split else {5: None}
     pct = lambda v: None if v is None else round(100.0 * v, 2)  # noqa: E731
     return {"seen": pct(summary.get("seen")), "unseen": pct(summary.get("unseen")), "full": pct(summary.get("full")),
-            "ur5": pct(ur[5])}
+            "ur5": pct(ur[5])} | {k: pct(summary[k]) for k in ("interacting", "no_interaction") if k in summary}
 
 
 def train_world_yolo(world, folder: Path, seed: int) -> str:

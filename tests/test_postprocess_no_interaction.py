@@ -63,3 +63,26 @@ def test_triplet_scores_complement_only_at_no_interaction_slots():
 def test_bad_no_interaction_setting_is_named():
     with pytest.raises(ValueError, match="complement, same"):
         PostprocessConfig(no_interaction="inverse")
+
+
+def test_separate_cap_keeps_the_interactions_a_shared_cap_would_drop():
+    pairs, out, human, hold, no_int = two_people_one_cup()
+    ni, hold_verb = VOCAB.no_interaction_verb, int(VOCAB.class_verbs[hold])
+    # the idle person's no-interaction triplet (0.5 x 0.95) outranks every hold triplet but the holder's
+    shared = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=1, no_interaction_cap="shared"))
+    assert len(shared) == 1 and int(shared.verbs[0]) in (ni, hold_verb)
+    separate = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=1))
+    assert sorted(int(v) for v in separate.verbs) == sorted([ni, hold_verb])  # one of each kind
+    assert list(separate.scores) == sorted(separate.scores, reverse=True)
+    everything = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=None))
+    for verb in (ni, hold_verb):  # each kind's best triplet, the same as without any cap
+        best = max(float(s) for s, v in zip(everything.scores, everything.verbs) if int(v) == verb)
+        assert float(separate.scores[separate.verbs == verb][0]) == pytest.approx(best)
+    # a cap wide enough for every interaction equals no cap on the interactions
+    wide = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=len(pairs)))
+    assert (wide.verbs == hold_verb).sum() == (everything.verbs == hold_verb).sum()
+
+
+def test_bad_no_interaction_cap_is_named():
+    with pytest.raises(ValueError, match="separate, shared"):
+        PostprocessConfig(no_interaction_cap="both")

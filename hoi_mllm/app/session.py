@@ -245,7 +245,7 @@ class AppSession:
             detector: one of ``self.detectors`` (default: the first).
             score_threshold: the detector's box score threshold (0..1).
             triplet_threshold: triplets scoring below it are dropped (0..1).
-            top_k: triplets kept (and drawn).
+            top_k: triplets kept (and drawn), one cap over every triplet (the table's rows).
             interactions: text interactions, one a line (or a list of them).
         Raises:
             AppError: bad input, a model or detector that fails to load, an image the pipeline cannot process.
@@ -273,7 +273,9 @@ class AppSession:
             except ValueError as exc:
                 raise AppError(f"detector score threshold: {exc}") from exc
             run = HOIPipeline(det, pipe.recogniser, pipe.pair_config,
-                              replace(pipe.post_config, top_k=top_k, min_score=triplet_threshold))
+                              # the table's rows: top_k of every triplet, no-interaction ones included (one cap)
+                              replace(pipe.post_config, top_k=top_k, min_score=triplet_threshold,
+                                      no_interaction_cap="shared"))
             progress(0.5, f"detecting and recognising ({det.__class__.__name__}, {pipe.mode})")
             try:
                 result = run(image, file_names=name)

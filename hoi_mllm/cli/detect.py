@@ -72,7 +72,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
                                                                  "the checkpoint's otherwise)")
     p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
-                                                             "else 100)")
+                                                             "else 100), no-interaction triplets counted apart "
+                                                             "(postprocess no_interaction_cap)")
     p.add_argument("--max-pairs", type=int, default=None, help="pairs per image recognised, chosen by --select "
                                                                 "(default: the saved model's, else 64)")
     p.add_argument("--select", choices=SELECTIONS, default=None,
