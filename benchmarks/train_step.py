@@ -127,9 +127,9 @@ def worker(args) -> dict:
     pairs = PairsConfig(proposal=PairProposalConfig(max_pairs=None, human_human=False))
     teacher, teacher_kind = NoTeacher(vocab), "none"
     if args.teacher:
-        # the recipe's teacher for this method, by the trainer's own rule
-        recipe = load_config("hico_det", {"adapter.method": adapter.method,
-                                          "model.quantization": "4bit" if method == "qlora" else None})
+        # the zero-shot recipes' teacher for this method, by the trainer's own rule
+        recipe = load_config("zero_shot", {"adapter.method": adapter.method,
+                                           "model.quantization": "4bit" if method == "qlora" else None})
         if shares_base(recipe):
             teacher, teacher_kind = build_teacher(recipe.teacher, vocab, rec, share_base=True), "shared"
         else:

@@ -19,9 +19,15 @@ def test_every_recipe_loads_and_follows_the_papers():
         assert isinstance(cfg, FinetuneConfig)
         if name.startswith("synthetic"):
             continue
-        assert cfg.matcher.top_k == 3 and cfg.matcher.interactiveness_threshold == 0.5  # EoID
+        assert cfg.matcher.interactiveness_threshold == 0.5  # EoID
         assert cfg.optim.lr == pytest.approx(1e-4) and cfg.adapter.method == "lora"  # DA-HOI
-    base = load_config("hico_det")
+        if name in SPLITS or name == "zero_shot":  # EoID's two-stage matching and distillation
+            assert cfg.matcher.top_k == 3 and cfg.teacher.kind == "likelihood", name
+        elif name != "sap_pretrain":  # DA-HOI's default setting: neither (README, "Training targets")
+            assert cfg.matcher.top_k == 0 and cfg.teacher.kind == "none", name
+    default, base = load_config("hico_det"), load_config("zero_shot")
+    diff = {k for k in base.to_dict() if base.to_dict()[k] != default.to_dict()[k]}
+    assert diff == {"name", "matcher", "teacher"}  # zero_shot = hico_det + two-stage matching and a teacher
     for split in SPLITS:
         cfg = load_config(split)
         assert cfg.data.split == split
@@ -36,9 +42,9 @@ def test_every_recipe_loads_and_follows_the_papers():
 def test_recipe_values_are_documented():
     from hoi_mllm.finetune.config import recipes_dir
 
-    text = (recipes_dir() / "hico_det.yaml").read_text()
+    text = (recipes_dir() / "hico_det.yaml").read_text() + (recipes_dir() / "zero_shot.yaml").read_text()
     leaf_lines = [l for l in text.splitlines() if ":" in l and not l.strip().startswith("#")
-                  and not l.rstrip().endswith(":")]
+                  and not l.rstrip().endswith(":") and not l.startswith("inherit:")]
     undocumented = [l for l in leaf_lines if "#" not in l and "train:" not in l.split("#")[0][:8]]
     assert not undocumented, undocumented
 

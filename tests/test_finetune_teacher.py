@@ -19,11 +19,11 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_the_shared_base_rule():
-    assert shares_base(load_config("hico_det"))  # LoRA + projector: the default recipes share
+    assert shares_base(load_config("zero_shot"))  # LoRA + projector: the recipes with a teacher share
     assert shares_base(load_config("rare_first"))
     for overrides in ({"adapter.method": "full"}, {"model.quantization": "4bit"}, {"teacher.model": "other/mllm"},
                       {"teacher.kind": "ema"}):
-        assert not shares_base(load_config("hico_det", overrides)), overrides
+        assert not shares_base(load_config("zero_shot", overrides)), overrides
     assert not shares_base(load_config("synthetic", {"teacher.kind": "likelihood"}))  # its warm-up changes the base
 
 
