@@ -84,6 +84,10 @@ def build_blocks(summary: dict) -> list[Block]:
             "Baselines score the same pairs on the same boxes: random verb scores, and the prior alone (verb "
             "frequency per object in training, unseen combinations 0).",
             "det ms/img: detector time per image; scorer ms/img: pairs, scoring and post-processing per image.",
+            f"Runs behind each figure: one (this run, world seed {summary['config'].get('seed')}); the spread over "
+            "seeds is not in this table. At the benchmarks' small size the standard deviation of Full mAP over three "
+            "seeds is 1.3-4.5 points (README, Benchmarks: the three-seed tables), so a difference of a few points "
+            "between two runs says nothing.",
         ]),
         Block("heading", "Aims (issue 7) against what was measured"),
         Block("table", header=["aim", "measured", "result"],
