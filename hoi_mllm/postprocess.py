@@ -11,15 +11,16 @@ classes of the 600) the factor is ``(1 - sigmoid(interactiveness))^d``: the pair
 not interact are the ones that should rank first there. Multiplying by the interactiveness itself
 would rank them last, under the very pairs that interact. ``no_interaction="same"`` keeps the
 earlier factor.
-The top-K triplets per image (default 100) are kept, in original-image pixels (the pairs' boxes). The
-no-interaction triplets have a cap of their own (``no_interaction_cap="separate"``, the default): up to
-K interacting triplets and up to K no-interaction ones, so that the no-interaction triplets of the many
-pairs that do not interact, scored high by the complement, never push an interaction out of the
-top K. DA-HOI scores no no-interaction classes at all, so its top 100 are all interactions; this keeps
-that ranking of the interactions and still gives the official 600-class protocol its 80 classes
-(which caps nothing per image). Measured on the demo's model (README, "Training targets"): with one
-shared cap of 100 the complement cost the interacting classes 4.8 mAP and Unseen 6.4.
-``no_interaction_cap="shared"`` is the earlier single cap.
+The top-K triplets per image (default 100) are kept, in original-image pixels (the pairs' boxes):
+one cap over every triplet (``no_interaction_cap="shared"``, the default: ``top_k`` is the number of
+triplets a caller gets). Scored with the complement, the no-interaction triplets of the many pairs
+that do not interact rank high and push interactions out of that top K; ``no_interaction_cap=
+"separate"`` gives them a cap of their own instead (up to K interacting and up to K no-interaction
+triplets), so the interactions rank as if the no-interaction classes did not exist (as in DA-HOI,
+which scores none of them) and the official 600-class protocol, which caps nothing per image, still
+gets its 80 classes. Measured on the demo's model (README, "Training targets"): with one shared cap
+of 100 the complement cost the interacting classes 4.8 mAP and Unseen 6.4, the separate cap none;
+use it for the official evaluation (``hoi-mllm detect --no-interaction-cap separate``).
 
 **V-COCO role-less triplets.** ``vsrl_eval`` credits a person who does a two-role action with no
 object for one role (eats, no instrument) only through a detection whose role box is empty
@@ -66,9 +67,9 @@ class PostprocessConfig:
     no_interaction: str = field(default="complement", metadata={
         "help": "factor of the no-interaction candidates: complement (1 - interactiveness, the default: "
                 "interactiveness means 'interacts') or same (interactiveness, as for every other candidate)"})
-    no_interaction_cap: str = field(default="separate", metadata={
-        "help": "separate (the no-interaction triplets have a top-k cap of their own, the default: they never push "
-                "an interaction out) or shared (one top-k cap over every triplet)"})
+    no_interaction_cap: str = field(default="shared", metadata={
+        "help": "shared (one top-k cap over every triplet, the default) or separate (the no-interaction triplets "
+                "have a top-k cap of their own, so they never push an interaction out: for the official evaluation)"})
     role_less: bool = field(default=True, metadata={
         "help": "V-COCO (actions with several roles): add per human and role a triplet with an empty role box, "
                 "scored max(other roles) x (1 - max(this role)) over the human's pairs (vsrl_eval Scenario 1)"})

@@ -38,10 +38,13 @@ def open_image(path: str | Path):
     converted); ``filename`` set. ``OSError`` when unreadable."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        im.load()
-        shown = ImageOps.exif_transpose(im)
-        rgb = shown.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            shown = ImageOps.exif_transpose(im)
+            rgb = shown.convert("RGB")
+    except ImportError as exc:  # ultralytics, once imported, patches Image.open to try pi_heif on what PIL cannot read
+        raise OSError(f"{path}: not an image PIL can read ({exc})") from exc
     rgb.filename = str(path)
     return rgb
 

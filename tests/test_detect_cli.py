@@ -141,6 +141,17 @@ def test_rerun_with_other_settings_is_refused_not_mixed(tmp_path, capsys):
     preds = read_predictions(out / "predictions.json")
     assert preds.meta["mode"] == "training-free" and [im.file_name for im in preds.images] == ["two.jpg"]
     assert len(preds.images[0]) == 3
+    # the separate no-interaction cap: a setting of the result (refused into the same folder), top-k of each kind
+    assert run_detect([images / "two.jpg"], out, *gt, "--top-k", "3", "--mode", "training-free",
+                      "--no-interaction-cap", "separate") == 1
+    assert "no_interaction_cap" in capsys.readouterr().err
+    sep = tmp_path / "separate"
+    assert run_detect([images / "two.jpg"], sep, *gt, "--top-k", "3", "--no-interaction-cap", "separate") == 0
+    image = read_predictions(sep / "predictions.json").images[0]
+    from hoi_mllm.prompts import load_vocabulary
+
+    none = load_vocabulary("hico-det").no_interaction_verb
+    assert (image.verbs != none).sum() == 3 and 1 <= (image.verbs == none).sum() <= 3
 
 
 def test_a_strip_image_gets_predictions_and_a_bounded_picture(tmp_path):

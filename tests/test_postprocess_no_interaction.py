@@ -71,7 +71,8 @@ def test_separate_cap_keeps_the_interactions_a_shared_cap_would_drop():
     # the idle person's no-interaction triplet (0.5 x 0.95) outranks every hold triplet but the holder's
     shared = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=1, no_interaction_cap="shared"))
     assert len(shared) == 1 and int(shared.verbs[0]) in (ni, hold_verb)
-    separate = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=1))
+    assert PostprocessConfig().no_interaction_cap == "shared"  # top_k: the triplets a caller gets
+    separate = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=1, no_interaction_cap="separate"))
     assert sorted(int(v) for v in separate.verbs) == sorted([ni, hold_verb])  # one of each kind
     assert list(separate.scores) == sorted(separate.scores, reverse=True)
     everything = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=None))
@@ -79,7 +80,7 @@ def test_separate_cap_keeps_the_interactions_a_shared_cap_would_drop():
         best = max(float(s) for s, v in zip(everything.scores, everything.verbs) if int(v) == verb)
         assert float(separate.scores[separate.verbs == verb][0]) == pytest.approx(best)
     # a cap wide enough for every interaction equals no cap on the interactions
-    wide = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=len(pairs)))
+    wide = to_triplets(pairs, out, VOCAB, PostprocessConfig(top_k=len(pairs), no_interaction_cap="separate"))
     assert (wide.verbs == hold_verb).sum() == (everything.verbs == hold_verb).sum()
 
 

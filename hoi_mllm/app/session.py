@@ -213,7 +213,9 @@ class AppSession:
                         image = as_image(probe)
             except AppError:
                 raise
-            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+            # ImportError: ultralytics, once imported, patches Image.open to try pi_heif on a file PIL cannot read
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+                    ImportError) as exc:
                 raise AppError(f"{name!r} is not an image this app can read ({type(exc).__name__}: {exc}); upload "
                                "a JPEG, PNG, WebP, BMP or GIF picture") from exc
         self._check_size(name, *image.size)

@@ -72,8 +72,11 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone precision (default: float32 on cpu, "
                                                                  "the checkpoint's otherwise)")
     p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
-                                                             "else 100), no-interaction triplets counted apart "
-                                                             "(postprocess no_interaction_cap)")
+                                                             "else 100)")
+    p.add_argument("--no-interaction-cap", choices=("shared", "separate"), default=None,
+                   help="shared: --top-k counts every triplet; separate: the no-interaction triplets have a top-k of "
+                        "their own and never push an interaction out (for the official HICO-DET evaluation; "
+                        "default: the saved model's, else shared)")
     p.add_argument("--max-pairs", type=int, default=None, help="pairs per image recognised, chosen by --select "
                                                                 "(default: the saved model's, else 64)")
     p.add_argument("--select", choices=SELECTIONS, default=None,
@@ -116,6 +119,8 @@ def _settings(args, options: dict, pipeline) -> dict:
             "vocabulary": pipeline.recogniser.vocabulary.name,
             "detector_options": {k: str(v) for k, v in sorted(options.items()) if k not in _RUNTIME_OPTIONS},
             "top_k": pipeline.post_config.top_k, "max_pairs": pipeline.pair_config.max_pairs,
+            **({"no_interaction_cap": pipeline.post_config.no_interaction_cap}
+               if pipeline.post_config.no_interaction_cap != "shared" else {}),
             **({"select": pipeline.pair_config.select, "interactiveness_gate": pipeline.pair_config.interactiveness_gate}
                if pipeline.pair_config.needs_interactiveness else {}),
             **({"interactions": report.added} if report is not None and report.added else {})}
@@ -137,7 +142,8 @@ def run(args) -> int:
         raise CLIError(f"--device: {exc}") from exc
     print(f"device: {device}", file=sys.stderr)
     overrides = {k: v for k, v in (("top_k", args.top_k), ("max_pairs", args.max_pairs), ("select", args.select),
-                                   ("interactiveness_gate", args.interactiveness_gate)) if v is not None}
+                                   ("interactiveness_gate", args.interactiveness_gate),
+                                   ("no_interaction_cap", args.no_interaction_cap)) if v is not None}
     if overrides.get("interactiveness_gate") is _UNSET:
         overrides["interactiveness_gate"] = None
     interactions = list(args.interaction)
