@@ -5,7 +5,7 @@ the score of a no-interaction triplet can no longer be ``verb x human x object x
 pairs the model calls non-interacting *last* in the no-interaction classes. ``PostprocessConfig.no_interaction``
 chooses: ``complement`` (default: ``1 - interactiveness`` for those classes) or ``same`` (the earlier factor);
 ``no_interaction_cap`` whether the no-interaction triplets share the per-image top-k with the interactions
-(``shared``, as before) or have a cap of their own (``separate``, default).
+(``shared``, the default) or have a cap of their own (``separate``, for the official evaluation).
 
 This script evaluates one trained model under three of the combinations, on the same predictions' pairs (ground-truth boxes, every
 pair), and prints the mean AP over the interacting classes, over the no-interaction classes, and Full / Seen /
