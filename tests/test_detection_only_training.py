@@ -202,7 +202,7 @@ def test_with_the_annotations_oracle_the_held_out_verbs_are_learned(tmp_path):
     images never train interactiveness, and with it the held-out mAP moves within the seed spread: README).
     Measured 2026-12-03 (morning): 12.64 without, 26.58 with (seed 1: 9.97 and 22.37). On a fresh machine the same
     afternoon (same code, newly installed packages) it did not reproduce: 15.29 / 19.77 with one shared top-100 cap,
-    14.67 / 12.82 with the no-interaction triplets' separate cap (the default since), 18.67 / 12.98 uncapped. So the
+    14.67 / 12.82 with the no-interaction triplets' separate cap, 18.67 / 12.98 uncapped. So the
     flow of the oracle's targets (held-out positives reach the loss) is asserted; the gain in mAP is an expected
     failure until a larger run shows it (README, "New actions from detection-only data"). ~3 min."""
     import argparse
