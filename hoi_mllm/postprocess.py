@@ -44,6 +44,9 @@ from hoi_mllm.models.matching import RecognitionOutput
 from hoi_mllm.records import HOITriplets, Pairs
 
 
+NO_INTERACTION_CAPS = ("shared", "separate")  # PostprocessConfig.no_interaction_cap
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
     """How candidate scores become triplet scores.
@@ -80,9 +83,9 @@ class PostprocessConfig:
                 raise ValueError(f"PostprocessConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.no_interaction not in ("complement", "same"):
             raise ValueError(f"PostprocessConfig.no_interaction must be one of complement, same; got {self.no_interaction!r}")
-        if self.no_interaction_cap not in ("separate", "shared"):
-            raise ValueError("PostprocessConfig.no_interaction_cap must be one of separate, shared; got "
-                             f"{self.no_interaction_cap!r}")
+        if self.no_interaction_cap not in NO_INTERACTION_CAPS:
+            raise ValueError(f"PostprocessConfig.no_interaction_cap must be one of {', '.join(NO_INTERACTION_CAPS)}; "
+                             f"got {self.no_interaction_cap!r}")
         if self.top_k is not None and int(self.top_k) < 1:
             raise ValueError(f"PostprocessConfig.top_k must be >= 1 or None, got {self.top_k}")
 

@@ -85,5 +85,5 @@ def test_separate_cap_keeps_the_interactions_a_shared_cap_would_drop():
 
 
 def test_bad_no_interaction_cap_is_named():
-    with pytest.raises(ValueError, match="separate, shared"):
+    with pytest.raises(ValueError, match="shared, separate"):
         PostprocessConfig(no_interaction_cap="both")

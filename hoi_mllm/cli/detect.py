@@ -73,7 +73,9 @@ def add_parser(sub) -> None:
                                                                  "the checkpoint's otherwise)")
     p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
                                                              "else 100)")
-    p.add_argument("--no-interaction-cap", choices=("shared", "separate"), default=None,
+    from hoi_mllm.postprocess import NO_INTERACTION_CAPS
+
+    p.add_argument("--no-interaction-cap", choices=NO_INTERACTION_CAPS, default=None,
                    help="shared: --top-k counts every triplet; separate: the no-interaction triplets have a top-k of "
                         "their own and never push an interaction out (for the official HICO-DET evaluation; "
                         "default: the saved model's, else shared)")
