@@ -57,3 +57,13 @@ def test_evaluate_never_imports_torch_or_transformers(tmp_path):
     loaded = loaded_after(code)
     assert json.loads((tmp_path / "r.json").read_text())["default"]["full"] > 0  # it did evaluate
     assert not loaded & {"torch", "transformers"}, loaded
+
+
+def test_the_parsers_copies_of_the_library_choices_agree():
+    """``cli/detect.py`` repeats a few choice lists so that ``--help`` loads no torch; they must not drift."""
+    from hoi_mllm import pairs, pipeline_config, postprocess
+    from hoi_mllm.cli import detect
+
+    assert detect.SELECTIONS == pairs.SELECTIONS
+    assert detect.NO_INTERACTION_CAPS == postprocess.NO_INTERACTION_CAPS
+    assert detect.MODES == pipeline_config.MODES

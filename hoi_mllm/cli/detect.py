@@ -20,6 +20,7 @@ from hoi_mllm.device import DEVICE_HELP
 
 DTYPES = ("float32", "bfloat16", "float16")
 SELECTIONS = ("score", "interactiveness")  # hoi_mllm.pairs.SELECTIONS (not imported: the parser loads no torch)
+NO_INTERACTION_CAPS = ("shared", "separate")  # hoi_mllm.postprocess.NO_INTERACTION_CAPS (likewise)
 _UNSET = object()
 
 
@@ -73,8 +74,6 @@ def add_parser(sub) -> None:
                                                                  "the checkpoint's otherwise)")
     p.add_argument("--top-k", type=int, default=None, help="triplets kept per image (default: the saved model's, "
                                                              "else 100)")
-    from hoi_mllm.postprocess import NO_INTERACTION_CAPS
-
     p.add_argument("--no-interaction-cap", choices=NO_INTERACTION_CAPS, default=None,
                    help="shared: --top-k counts every triplet; separate: the no-interaction triplets have a top-k of "
                         "their own and never push an interaction out (for the official HICO-DET evaluation; "
