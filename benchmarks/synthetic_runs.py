@@ -75,14 +75,25 @@ def train_world_yolo(world, folder: Path, seed: int) -> str:
     data = write_yolo_dataset(samples, vocab.objects, Path(folder) / "dataset", config.val_images, config.seed)
     result = train_yolo(config, data, vocab.num_objects, folder, progress=False)
     print(f"yolo: {config.epochs} epochs ({time.perf_counter() - start:.1f} s)", flush=True)
-    weights = str(result.weights).replace("'", "''")
+    return yolo_spec(result.weights, config)
+
+
+def yolo_spec(weights, config=None) -> str:
+    """The detector spec of YOLO ``weights`` at the demo's evaluation settings (``config``: a
+    :class:`hoi_mllm.demo.config.YOLOTrainConfig`, default the full demo's: its image size and score threshold)."""
+    if config is None:
+        from hoi_mllm.demo.config import FULL
+
+        config = FULL.yolo
+    weights = str(weights).replace("'", "''")
     return f"yolo:model='{weights}',imgsz={config.imgsz},score_threshold={config.score_threshold}"
 
 
 def evaluate_detector_boxes(final_dir, test, split: str | None, detector: str, folder: Path) -> dict:
     """Held-out Seen / Unseen / Full mAP (Default setting) and U-R@5 of a saved model (percent) on ``detector``'s
     boxes (a detector spec), through the cross-detector evaluation; the same keys as
-    :func:`evaluate_ground_truth_boxes`."""
+    :func:`evaluate_ground_truth_boxes`, and ``pair_recall``: the annotated pairs whose two boxes the detector
+    covers (IoU >= 0.5, percent; what the detector allows)."""
     from hoi_mllm.eval.cross_detector import CrossDetectorConfig, run_cross_detector
     from hoi_mllm.pipeline import HOIPipeline
 
@@ -90,7 +101,9 @@ def evaluate_detector_boxes(final_dir, test, split: str | None, detector: str, f
     result = run_cross_detector(pipeline, [detector], test, folder, config=CrossDetectorConfig(
         split=split, recall_ks=(5,), device="cpu", progress=False))
     row = next(r for r in result.rows if r.scorer == "recogniser")
-    return {k: row.metrics.get(k) for k in ("seen", "unseen", "full")} | {"ur5": row.unseen_recall.get(5)}
+    values = {k: row.metrics.get(k) for k in ("seen", "unseen", "full")} | {"ur5": row.unseen_recall.get(5),
+                                                                           "pair_recall": row.box_recall.get("pairs")}
+    return {k: None if v is None else round(v, 2) for k, v in values.items()}  # percent, as the ground-truth rows
 
 
 def train(world, recipe: str, overrides: dict, run_dir: Path, seed: int, steps: int, threads: int):
