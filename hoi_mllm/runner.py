@@ -36,15 +36,14 @@ REJECT_ERRORS = (ValueError, KeyError)  # one image failing so is skipped
 def open_image(path: str | Path):
     """Open an image as displayed: EXIF orientation applied, RGB (grayscale, RGBA, palette, CMYK
     converted); ``filename`` set. ``OSError`` when unreadable."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            shown = ImageOps.exif_transpose(im)
-            rgb = shown.convert("RGB")
-    except ImportError as exc:  # ultralytics, once imported, patches Image.open to try pi_heif on what PIL cannot read
-        raise OSError(f"{path}: not an image PIL can read ({exc})") from exc
+    from hoi_mllm.image_file import open_file
+
+    with open_file(path) as im:
+        im.load()
+        shown = ImageOps.exif_transpose(im)
+        rgb = shown.convert("RGB")
     rgb.filename = str(path)
     return rgb
 
@@ -190,10 +189,8 @@ def _skip(skipped: list[dict], name: str, error: str) -> None:
 def _load(item: ImageItem, skipped: list[dict]):
     try:
         return item.load()
-    except (OSError, ImportError) as exc:  # unreadable, truncated or not an image (ImportError:
-        # ultralytics patches PIL.Image.open to retry unknown files with pi-heif, absent offline)
-        reason = exc if isinstance(exc, OSError) else "not an image format PIL can read"
-        _skip(skipped, item.name, f"unreadable image: {reason}")
+    except OSError as exc:  # unreadable, truncated or not an image (hoi_mllm.image_file)
+        _skip(skipped, item.name, f"unreadable image: {exc}")
         return None
 
 

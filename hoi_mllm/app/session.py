@@ -192,8 +192,9 @@ class AppSession:
     def open_upload(self, path) -> tuple[object, str, str]:
         """``(RGB image, file name, note)`` of an uploaded file: refused when not an image or too large,
         downscaled (said in ``note``) when a side is over ``max_side``."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
+        from hoi_mllm.image_file import open_file
         from hoi_mllm.runner import as_image
 
         if path is None or (isinstance(path, str) and not path.strip()):
@@ -208,14 +209,12 @@ class AppSession:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here
-                    with Image.open(path) as probe:  # reads the header only: a huge image is refused undecoded
+                    with open_file(path) as probe:  # reads the header only: a huge image is refused undecoded
                         self._check_size(name, *probe.size)
                         image = as_image(probe)
             except AppError:
                 raise
-            # ImportError: ultralytics, once imported, patches Image.open to try pi_heif on a file PIL cannot read
-            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
-                    ImportError) as exc:
+            except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
                 raise AppError(f"{name!r} is not an image this app can read ({type(exc).__name__}: {exc}); upload "
                                "a JPEG, PNG, WebP, BMP or GIF picture") from exc
         self._check_size(name, *image.size)

@@ -98,13 +98,14 @@ class HOISample:
         return (np.asarray(idx, dtype=np.int64), np.asarray(verbs, dtype=np.int64), np.asarray(classes, dtype=np.int64))
 
     def load_image(self):
-        """Open the image as RGB; a missing file raises ``FileNotFoundError`` naming its path."""
-        from PIL import Image
+        """Open the image as RGB; a missing file raises ``FileNotFoundError`` naming its path, one PIL cannot read
+        ``OSError``."""
+        from hoi_mllm.image_file import open_file
 
         path = self.path
         if not path.exists():
             raise FileNotFoundError(f"image not found: {path} (file_name {self.file_name!r})")
-        with Image.open(path) as im:
+        with open_file(path) as im:
             im.load()
             rgb = im.convert("RGB")
         rgb.filename = str(path)  # keep the name for file-keyed detectors
