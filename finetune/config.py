@@ -253,6 +253,14 @@ class MatcherConfig:
                                       "written as labels, datasets/vcoco_pseudo.py); top-k: the top_k by "
                                       "interactiveness above interactiveness_threshold, as in labelled images",
                                       default="teacher")
+    detection_only_unselected: str = _help("detection_only_pairs=teacher: what a match of a detection-only image whose "
+                                           "teacher scores stay under pseudo_label_threshold becomes. negative: a verb "
+                                           "negative on every candidate slot, never an interactiveness term (EoID: "
+                                           "loss_verb_labels gives every query its pseudo-labels do not match all-zero "
+                                           "verb targets); ignored: no term. The oracle's rows of pairs no dropped label "
+                                           "annotates are all zero, so under ignored a held-out verb gets positives and "
+                                           "almost no negatives (README)",
+                                           default="negative")
     pseudo_label_threshold: float = _help("detection_only_pairs=teacher: a match is potential when the teacher "
                                           "scores some class at least this (EoID: 0.1, vcoco_train_pseudo_0.1.json)",
                                           default=0.1)
@@ -268,6 +276,7 @@ class MatcherConfig:
         check_range(self.merge_iou, "matcher.merge_iou", 0, 1, low_open=True)
         check_choice(self.unselected_matches, UNSELECTED_MATCHES, "matcher.unselected_matches")
         check_choice(self.detection_only_pairs, DETECTION_ONLY_PAIRS, "matcher.detection_only_pairs")
+        check_choice(self.detection_only_unselected, UNSELECTED_MATCHES, "matcher.detection_only_unselected")
         check_range(self.pseudo_label_threshold, "matcher.pseudo_label_threshold", 0, 1)
 
 

@@ -11,6 +11,11 @@ text, as at inference). Which candidate slots a loss may touch is decided here, 
   scores become the targets of the candidate slots that are not ground-truth positives (unseen ones
   included: the scores carry what is known of unseen classes, from text and pixels, never from unseen
   labels); ``kl`` / ``bce``: on potential pairs only, over all candidate slots;
+* **negatives of detection-only images** (``matcher.detection_only_unselected=negative``, the default): a
+  stage-two match of a detection-only image that the teacher leaves unselected (no class at
+  ``pseudo_label_threshold``) is a verb negative on every candidate slot, unseen ones included, as EoID's
+  ``loss_verb_labels`` gives every query its (pseudo-)labels do not match all-zero targets; the teacher's
+  "nothing here" is the only negative a new action gets;
 * **interactiveness** BCE, "interacts": 1 for interacting seen pairs and potential pairs, 0 for
   pairs annotated only with the no-interaction verb and for "no pair"; stage-two matches not
   selected as potential are left out (EoID's ``unknown_mask``; :mod:`~hoi_mllm.finetune.targets`).
@@ -158,7 +163,8 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
     Args:
         verb_logits: ``[P, C]`` recogniser logits.
         interactiveness: ``[P]`` logits.
-        role: ``[P]`` 0 none, 1 seen, 2 potential (:mod:`hoi_mllm.finetune.matcher`).
+        role: ``[P]`` 0 none, 1 seen, 2 potential (:mod:`hoi_mllm.finetune.matcher`), 3 ignored, 4 negative (a verb
+            negative on every real slot: :data:`hoi_mllm.finetune.targets.NEGATIVE`).
         verb_targets: ``[P, C]`` multi-hot targets of seen pairs (rows of other pairs ignored).
         seen_slots: ``[P, C]`` True at candidate slots of seen classes.
         teacher: ``[P, C]`` teacher probabilities of potential pairs (rows of other pairs ignored; a
@@ -182,6 +188,9 @@ def hoi_losses(verb_logits: Tensor, interactiveness: Tensor, role: Tensor, verb_
     seen, potential = role == 1, role == 2
     teacher, verb_targets, valid = teacher.to(device), verb_targets.to(device), valid.to(device)
     hard = seen[:, None] & seen_slots.to(device)  # [P, C]
+    # role 4: a detection-only match the teacher left unselected (matcher.detection_only_unselected=negative): a
+    # verb negative on every real slot (its verb_targets row is all zero)
+    hard = hard | (role == 4)[:, None] & valid
     if config.distill == "eoid":
         allowed = valid if soft_slots is None else valid & soft_slots.to(device)
         matched = (seen | potential)[:, None] & allowed

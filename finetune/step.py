@@ -45,7 +45,15 @@ from hoi_mllm.finetune.losses import (
     verb_loss,
 )
 from hoi_mllm.finetune.matcher import PairSet, pair_ious
-from hoi_mllm.finetune.targets import IGNORED, SEEN, TargetRule, annotated_pairs, build_targets, soft_label_classes
+from hoi_mllm.finetune.targets import (
+    IGNORED,
+    NEGATIVE,
+    SEEN,
+    TargetRule,
+    annotated_pairs,
+    build_targets,
+    soft_label_classes,
+)
 from hoi_mllm.finetune.teacher import Teacher, make_pairs
 from hoi_mllm.models.matching import RecognitionOutput, candidate_lists, pad_candidates
 from hoi_mllm.models.recogniser import HOIRecogniser
@@ -67,7 +75,7 @@ class TrainItem:
 class ImageTargets:
     """Targets of the ``P`` proposals of one image (CPU tensors)."""
 
-    role: Tensor             # [P] 0 none, 1 seen, 2 potential, 3 ignored (finetune/targets.py)
+    role: Tensor             # [P] 0 none, 1 seen, 2 potential, 3 ignored, 4 negative (finetune/targets.py)
     verb_targets: Tensor     # [P, C]
     teacher: Tensor          # [P, C]
     interactiveness: Tensor  # [P] target
@@ -188,8 +196,12 @@ class TrainingStep(nn.Module):
             pot = t.potential_proposal
             low = pot[teacher[pot].amax(1) < self.matcher_config.pseudo_label_threshold]
             role = role.clone()
-            role[low] = IGNORED
+            negative = self.matcher_config.detection_only_unselected == "negative"
+            role[low] = NEGATIVE if negative else IGNORED
             teacher[low] = 0.0
+            mask = t.interactiveness_mask.clone()
+            mask[low] = False  # no label says whether a detection-only pair interacts
+            return ImageTargets(role, verb_targets, teacher, t.interactiveness, mask)
         return ImageTargets(role, verb_targets, teacher, t.interactiveness, t.interactiveness_mask)
 
     def sap_forward(self, batch: list[TrainItem], step_seed: int = 0) -> LossTerms:
@@ -270,8 +282,8 @@ class TrainingStep(nn.Module):
                            candidate_mask(cands, self.seen_classes), teacher, cands >= 0, self.loss_config,
                            inter, inter_mask, candidate_mask(cands, self.distill_classes), self.vocabulary.num_verbs)
         if out.sap_verb_logits is not None:  # DA-HOI's sap_verb_loss: the same verb targets on the second branch
-            hard = (role == 1).to(out.sap_verb_logits.device)[:, None] & candidate_mask(cands, self.seen_classes).to(
-                out.sap_verb_logits.device)
+            hard = ((role == 1)[:, None] & candidate_mask(cands, self.seen_classes)
+                    | (role == NEGATIVE)[:, None] & (cands >= 0)).to(out.sap_verb_logits.device)
             extra = self.loss_config.sap_branch_weight * verb_loss(out.sap_verb_logits, verb_targets.to(
                 out.sap_verb_logits.device), hard, self.loss_config)
             terms.total = terms.total + extra

@@ -55,7 +55,9 @@ from hoi_mllm.finetune.config import MatcherConfig
 from hoi_mllm.finetune.matcher import PairSet, pair_ious, stage_two, two_stage_match, unannotated_combinations
 
 NONE, SEEN, POTENTIAL, IGNORED = 0, 1, 2, 3
-ROLE_NAMES = ("none", "seen", "potential", "ignored")
+NEGATIVE = 4  # set by the training step only: a detection-only match the teacher leaves unselected, trained as a
+#               verb negative on every slot (matcher.detection_only_unselected=negative)
+ROLE_NAMES = ("none", "seen", "potential", "ignored")  # what build_targets gives (and targets.jsonl shows)
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,19 @@ def test_align_scores_by_class_id():
     teacher_cands = torch.tensor([[3, 5, 7, 9]])
     teacher_probs = torch.tensor([[0.1, 0.2, 0.6, 0.1]])
     assert align_scores(student, teacher_cands, teacher_probs)[0].tolist() == pytest.approx([0.6, 0.1, 0.2, 0.0])
+
+
+@pytest.mark.parametrize("distill", ["eoid", "bce"])
+def test_a_negative_row_is_a_verb_negative_on_every_real_slot_and_has_no_interactiveness(distill):
+    """Role 4 (a detection-only match the teacher leaves unselected, matcher.detection_only_unselected=negative):
+    every real slot, the unseen class 7 included, is pushed down; padding is not; a mask keeps interactiveness out."""
+    logits = torch.zeros(3, 4, requires_grad=True)
+    inter = torch.zeros(3, requires_grad=True)
+    role = torch.tensor([4, 0, 3])  # negative, none, ignored
+    terms = hoi_losses(logits, inter, role, torch.zeros(3, 4), candidate_mask(CANDS, {3, 5, 9}), torch.zeros(3, 4),
+                       CANDS >= 0, LossConfig(distill=distill), torch.zeros(3), torch.tensor([False, True, False]))
+    terms.total.backward()
+    g = logits.grad
+    assert (g[0, :3] > 0).all() and g[0, 3] == 0  # a positive gradient lowers the logit: negatives, 7 included
+    assert (g[1:] == 0).all()
+    assert inter.grad[0] == 0 and inter.grad[2] == 0 and inter.grad[1] != 0
