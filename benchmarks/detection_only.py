@@ -31,7 +31,8 @@ boxes:
 
 The README's tables before its last one ran before the teacher selected the detection-only pairs and the oracle
 trained as labels: add ``--oracle-distill bce --eval-sets test --set matcher.detection_only_pairs=top-k`` to
-reproduce them.
+reproduce them; the runs before 2026-12-03's evening also ignored the detection-only pairs the teacher does not name
+(add ``--set matcher.detection_only_unselected=ignored``).
 
 ``--sap-pretrain-steps N`` first trains SAP alone on the labelled images (DA-HOI's stage 1), then every run loads
 it (frozen by default, ``--no-sap-freeze``): its interactiveness has been trained, so potential pairs stay above the
