@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     detectors = {"yolo": yolo_spec(args.yolo_weights)} if args.yolo_weights else None
     metrics = METRICS + (tuple(f"yolo_{m}" for m in METRICS + ("pair_recall",)) if detectors else ())
     rows = {}
+    width = max(len(name) for name in ("arm", *args.arms)) + 2  # the arm column fits the longest name
     with tempfile.TemporaryDirectory() as tmp:
         world = make_world(args, Path(tmp) / "world")
         sap = None
@@ -95,14 +96,14 @@ def main(argv=None) -> int:
                 arm = {k: sap if v == PRETRAINED else v for k, v in arm.items()}
             rows[name] = train_and_evaluate(world, args.recipe, arm, Path(tmp) / f"run_{name}", args.seed,
                                             args.steps, args.threads, detectors)
-            print(f"{name:<14}" + "  ".join(f"{m} {rows[name][m]}" for m in metrics)
+            print(f"{name:<{width}}" + "  ".join(f"{m} {rows[name][m]}" for m in metrics)
                   + f"  ({rows[name]['train_seconds']} s)", flush=True)
     print(f"\nseed {args.seed}, {args.steps} steps, {args.images} training / {args.test_images} test images, "
           f"recipe {args.recipe}, ground-truth boxes" + (f" (yolo_*: {detectors['yolo']})" if detectors else "")
           + " (%):")
-    print(f"  {'arm':<14}" + "".join(f"{m:>{max(8, len(m) + 2)}}" for m in metrics) + f"{'train s':>10}")
+    print(f"  {'arm':<{width}}" + "".join(f"{m:>{max(8, len(m) + 2)}}" for m in metrics) + f"{'train s':>10}")
     for name, r in rows.items():
-        print(f"  {name:<14}" + "".join(f"{'n/a' if r[m] is None else round(r[m], 2):>{max(8, len(m) + 2)}}"
+        print(f"  {name:<{width}}" + "".join(f"{'n/a' if r[m] is None else round(r[m], 2):>{max(8, len(m) + 2)}}"
                                       for m in metrics) + f"{r['train_seconds']:>10}")
     if args.output:
         from hoi_mllm.io import atomic_write_json
